@@ -1,0 +1,1 @@
+"""The HTTP API: client, worker and audit routes over the ledger's services."""

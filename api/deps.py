@@ -1,0 +1,45 @@
+"""Every dependency as an ``Annotated[..., Depends()]`` alias."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends, Header
+from sqlmodel import Session
+
+from ledger.auth import authenticate
+from ledger.config import get_settings
+from ledger.context import Context
+from ledger.db import session_scope
+from ledger.errors import Unauthorized
+from ledger.models import Worker
+
+
+@lru_cache(maxsize=1)
+def get_context() -> Context:
+    return Context(get_settings())
+
+
+def get_session(ctx: Annotated[Context, Depends(get_context)]) -> Iterator[Session]:
+    with session_scope(ctx.engine) as session:
+        yield session
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_current_worker(session: SessionDep, authorization: Annotated[str, Header()] = "") -> Worker:
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("an Authorization: Bearer token is required")
+    row = authenticate(session, token)
+    worker = session.get(Worker, row.address)
+    if row.role != "worker" or worker is None:
+        raise Unauthorized("this token is not a worker's")
+    return worker
+
+
+CurrentWorker = Annotated[Worker, Depends(get_current_worker)]

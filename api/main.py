@@ -1,0 +1,38 @@
+"""The FastAPI application: ``uvicorn api.main:app``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from api import errors
+from api.limits import BodyLimitMiddleware
+from api.routes import audit, auth, clients, workers
+from ledger.config import get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="inferledger",
+        version="0.1.0",
+        description="Pay per inference, verified by redundant runs on contributors' devices.",
+    )
+    errors.install(app)
+    app.include_router(auth.router)
+    app.include_router(clients.router)
+    app.include_router(workers.router)
+    app.include_router(audit.router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
+
+
+app = create_app()

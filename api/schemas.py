@@ -1,0 +1,128 @@
+"""Request and response bodies. Amounts in wei travel as decimal strings (JSON numbers
+cannot carry 256-bit integers safely); hashes and signatures as 0x-hex."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+Hex32 = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+Address = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+WeiStr = Field(pattern=r"^[0-9]{1,78}$")
+Signature = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+
+
+class ChallengeRequest(BaseModel):
+    address: str = Address
+
+
+class ChallengePublic(BaseModel):
+    nonce: str
+    message: str
+    expires_at: int
+
+
+class TokenRequest(BaseModel):
+    address: str = Address
+    nonce: str = Field(min_length=1, max_length=64)
+    signature: str = Signature
+
+
+class TokenPublic(BaseModel):
+    token: str
+    expires_at: int
+    role: str
+    contributor: str
+
+
+class VoucherIn(BaseModel):
+    client: str = Address
+    cumulative_amount_wei: str = WeiStr
+    expiry: int = Field(ge=0, lt=2**63)
+
+
+class JobCreate(BaseModel):
+    model: str = Hex32
+    inputs: dict[str, Any]
+    voucher: VoucherIn
+    signature: str = Signature
+
+
+class Vote(BaseModel):
+    worker: str
+    contributor: str
+    result_hash: str
+    fingerprint: str
+    fingerprint_info: dict[str, Any]
+    signature: str
+
+
+class JobPublic(BaseModel):
+    job_id: str
+    status: str
+    client: str
+    model_hash: str
+    input_hash: str
+    rows: int
+    price_wei: str
+    voucher_cumulative_wei: str
+    result_hash: str | None
+    fingerprint: str | None
+    outputs: dict[str, Any] | None
+    failure: str | None
+    epoch: int | None
+    attestations: list[Vote]
+
+
+class ClientPublic(BaseModel):
+    address: str
+    deposited_wei: str
+    available_wei: str
+    held_wei: str
+    charged_wei: str
+    max_voucher_wei: str
+
+
+class ModelPublic(BaseModel):
+    model_hash: str
+    name: str
+    version: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    max_batch_rows: int
+    price_per_row_wei: str
+    tolerance_abs: float
+
+
+class ChainPublic(BaseModel):
+    chain_id: int
+    token: str
+    vault: str
+    registry: str
+    settlement: str
+
+
+class WorkResult(BaseModel):
+    results: list[dict[str, Any]]
+
+
+class EpochPublic(BaseModel):
+    number: int
+    status: str
+    jobs: int
+    root: str | None
+    file_hash: str | None
+    cumulative_payout_wei: str
+    cumulative_fees_wei: str
+    gas_used: int
+    closed_at: int
+    posted_at: int | None
+
+
+class ProofPublic(BaseModel):
+    epoch: int
+    account: str
+    cumulative_wei: str
+    proof: list[str]
+    root: str

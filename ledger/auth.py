@@ -1,0 +1,91 @@
+"""Sign-in with a wallet signature (in the manner of EIP-4361): the API issues a single-use
+nonce inside a message naming its domain, the address, the chain id and an expiry; the key
+signs it (EIP-191); the API checks all of it and returns a short-lived bearer token, stored
+only as its sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils import is_address, to_checksum_address
+from sqlmodel import Session
+
+from ledger.context import Context
+from ledger.errors import InvalidRequest, Unauthorized
+from ledger.models import AuthChallenge, AuthToken, Worker
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+
+def checked_address(value: str) -> str:
+    if not isinstance(value, str) or not is_address(value):
+        raise InvalidRequest(f"{value!r} is not an address", code="invalid_address")
+    return str(to_checksum_address(value))
+
+
+def issue_challenge(session: Session, ctx: Context, address: str) -> AuthChallenge:
+    address = checked_address(address)
+    nonce = secrets.token_hex(16)
+    expires_at = int(time.time()) + ctx.settings.auth_challenge_ttl_s
+    message = (
+        f"{ctx.settings.api_domain} wants you to sign in with your Ethereum account:\n"
+        f"{address}\n\nSign in to inferledger as a worker.\n\n"
+        f"URI: https://{ctx.settings.api_domain}\nVersion: 1\n"
+        f"Chain ID: {ctx.deployment.chain_id}\nNonce: {nonce}\nExpiration Time: {expires_at}"
+    )
+    challenge = AuthChallenge(nonce=nonce, address=address, message=message, expires_at=expires_at)
+    session.add(challenge)
+    return challenge
+
+
+def _recover(message: str, signature: str) -> str:
+    try:
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+        return str(Account.recover_message(encode_defunct(text=message), signature=raw))
+    except Exception as exc:  # malformed hex, length or curve point
+        raise Unauthorized("the signature does not parse", reason="bad_signature") from exc
+
+
+def issue_token(
+    session: Session, ctx: Context, address: str, nonce: str, signature: str
+) -> tuple[str, AuthToken, str]:
+    """Return (token, its row, contributor) for a registered worker key."""
+    address = checked_address(address)
+    challenge = session.get(AuthChallenge, nonce)
+    now = int(time.time())
+    if challenge is None or challenge.used or challenge.address != address:
+        raise Unauthorized("unknown or used sign-in nonce", reason="bad_nonce")
+    if challenge.expires_at < now:
+        raise Unauthorized("the sign-in message has expired", reason="expired")
+    if _recover(challenge.message, signature) != address:
+        raise Unauthorized("the sign-in message was signed by another key", reason="wrong_signer")
+    challenge.used = True
+    session.add(challenge)
+    contributor = ctx.chain.call(ctx.chain.registry.functions.workerOwner(address), "workerOwner")
+    if contributor == ZERO_ADDRESS:
+        raise Unauthorized(f"{address} is not a worker registered on chain", reason="not_registered")
+    eligible = bool(ctx.chain.call(ctx.chain.registry.functions.isEligible(address), "isEligible"))
+    worker = session.get(Worker, address) or Worker(address=address, contributor=contributor)
+    worker.contributor, worker.eligible = str(contributor), eligible
+    worker.checked_at = worker.last_seen = time.time()
+    session.add(worker)
+    token = secrets.token_urlsafe(32)
+    row = AuthToken(
+        token_hash=hashlib.sha256(token.encode()).hexdigest(),
+        address=address,
+        role="worker",
+        expires_at=now + ctx.settings.auth_token_ttl_s,
+    )
+    session.add(row)
+    return token, row, str(contributor)
+
+
+def authenticate(session: Session, token: str) -> AuthToken:
+    row = session.get(AuthToken, hashlib.sha256(token.encode()).hexdigest())
+    if row is None or row.expires_at < int(time.time()):
+        raise Unauthorized("missing, unknown or expired token", reason="bad_token")
+    return row

@@ -1,0 +1,98 @@
+"""Settings of the ledger and API services (environment prefix ``INFERLEDGER_``).
+
+Every limit the services enforce is a named setting here. Secrets have no default; the
+well-known Hardhat development keys are refused unless ``mode`` is ``dev``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+@lru_cache(maxsize=1)
+def hardhat_dev_keys(count: int = 20) -> frozenset[str]:
+    """The private keys of Hardhat's well-known development accounts (lower-case hex)."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    return frozenset(
+        Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key.hex().lower()
+        for i in range(count)
+    )
+
+
+def is_dev_key(key_hex: str) -> bool:
+    normalized = key_hex.lower().removeprefix("0x")
+    return any(k.removeprefix("0x") == normalized for k in hardhat_dev_keys())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INFERLEDGER_", extra="ignore")
+
+    mode: Literal["dev", "prod"] = "dev"
+    data_dir: Path = REPO_ROOT / ".inferledger" / "data"
+    database_url: str = ""  # empty: SQLite file in data_dir
+    rpc_url: str = "http://127.0.0.1:8545"
+    deployment_file: Path | None = None  # default: data_dir / "deployment.json"
+    artifacts_dir: Path = REPO_ROOT / "artifacts"
+    models_dir: Path = REPO_ROOT / "models"
+    settler_key: SecretStr | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    celery_queue: str = "inferledger"
+    api_domain: str = "inferledger.local"
+
+    replicas: int = Field(2, ge=1, le=8)
+    max_replicas: int = Field(3, ge=1, le=15)
+    fee_bps: int = Field(1000, ge=0, le=10_000)
+    epoch_interval_s: float = Field(30.0, gt=0)
+    reconcile_interval_s: float = Field(2.0, gt=0)
+    reconcile_batch_size: int = Field(500, ge=1, le=10_000)
+    assignment_deadline_s: int = Field(120, ge=1)
+    worker_seen_s: float = Field(30.0, gt=0)
+    worker_eligibility_ttl_s: float = Field(60.0, gt=0)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_tensor_bytes: int = Field(262_144, ge=64)
+    pull_batch_max: int = Field(64, ge=1, le=1024)
+    submit_batch_max: int = Field(64, ge=1, le=1024)
+    voucher_min_ttl_s: int = Field(3600, ge=0)
+    redeem_batch_size: int = Field(64, ge=1, le=64)
+    auth_challenge_ttl_s: int = Field(300, ge=10)
+    auth_token_ttl_s: int = Field(3600, ge=60)
+    wait_max_s: float = Field(30.0, ge=0)
+    chain_timeout_s: float = Field(60.0, gt=0)
+    epoch_lock_timeout_s: int = Field(600, ge=10)
+
+    @model_validator(mode="after")
+    def _refuse_dev_keys_outside_dev(self) -> Settings:
+        if self.settler_key is not None and self.mode != "dev" and is_dev_key(
+            self.settler_key.get_secret_value()
+        ):
+            raise ValueError("the settler key is a well-known Hardhat key; refused outside dev mode")
+        if self.max_replicas < self.replicas:
+            raise ValueError("max_replicas must be >= replicas")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'ledger.db'}"
+
+    @property
+    def deployment_path(self) -> Path:
+        return self.deployment_file or self.data_dir / "deployment.json"
+
+    @property
+    def epochs_dir(self) -> Path:
+        return self.data_dir / "epochs"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

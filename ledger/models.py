@@ -1,0 +1,148 @@
+"""SQLModel tables. Amounts are ``Wei`` columns (exact ints); ids are lower-case hex.
+
+Model families follow the FastAPI template: only ``*Public`` types (in ``api``) cross the API.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from ledger.db import Wei
+
+
+def now_s() -> int:
+    return int(time.time())
+
+
+class AccountKind(StrEnum):
+    SYSTEM = "system"  # may go negative: vault (source of deposits), escrow, treasury
+    CLIENT = "client"
+    CONTRIBUTOR = "contributor"
+
+
+class Account(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=80)
+    kind: str = Field(max_length=16)
+    balance_wei: int = Field(default=0, sa_column=Column(Wei(), nullable=False, default=0))
+
+
+class Transfer(SQLModel, table=True):
+    """Immutable; ``id`` is chosen by the caller and is the idempotency key."""
+
+    id: str = Field(primary_key=True, max_length=160)
+    debit_account_id: str = Field(max_length=80, index=True)
+    credit_account_id: str = Field(max_length=80, index=True)
+    amount_wei: int = Field(sa_column=Column(Wei(), nullable=False))
+    kind: str = Field(max_length=16)
+    job_id: str | None = Field(default=None, max_length=66, index=True)
+    created_at: int = Field(default_factory=now_s)
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"  # replicas assigned, waiting for submissions
+    SUBMITTED = "submitted"  # every replica answered: ready to reconcile
+    ACCEPTED = "accepted"
+    FAILED = "failed"
+
+
+class Job(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=66)
+    client: str = Field(max_length=42, index=True)
+    model_hash: str = Field(max_length=66)
+    input_hash: str = Field(max_length=66)
+    rows: int
+    price_wei: int = Field(sa_column=Column(Wei(), nullable=False))
+    voucher_cumulative_wei: int = Field(sa_column=Column(Wei(), nullable=False))
+    voucher_expiry: int
+    voucher_signature: str = Field(max_length=132)
+    inputs_json: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default=JobStatus.PENDING, max_length=16, index=True)
+    replicas_wanted: int
+    result_hash: str | None = Field(default=None, max_length=66)
+    fingerprint: str | None = Field(default=None, max_length=66)
+    outputs_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    failure: str | None = Field(default=None, max_length=64)
+    epoch: int | None = Field(default=None, index=True)
+    created_at: int = Field(default_factory=now_s)
+    decided_at: int | None = None
+
+
+class AssignmentStatus(StrEnum):
+    ASSIGNED = "assigned"
+    SUBMITTED = "submitted"
+
+
+class Assignment(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("job_id", "worker", name="uq_assignment_job_worker"),
+        UniqueConstraint("job_id", "contributor", name="uq_assignment_job_contributor"),
+        Index("ix_assignment_worker_status", "worker", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=66, index=True)
+    worker: str = Field(max_length=42)
+    contributor: str = Field(max_length=42)
+    status: str = Field(default=AssignmentStatus.ASSIGNED, max_length=16)
+    deadline: int
+    delivered_at: int | None = None
+    result_hash: str | None = Field(default=None, max_length=66)
+    fingerprint: str | None = Field(default=None, max_length=66)
+    fingerprint_json: str | None = Field(default=None, max_length=512)
+    signature: str | None = Field(default=None, max_length=132)
+    outputs_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    submitted_at: int | None = None
+
+
+class Worker(SQLModel, table=True):
+    address: str = Field(primary_key=True, max_length=42)
+    contributor: str = Field(max_length=42, index=True)
+    eligible: bool = True
+    checked_at: float = 0.0
+    last_seen: float = 0.0
+
+
+class AuthChallenge(SQLModel, table=True):
+    nonce: str = Field(primary_key=True, max_length=64)
+    address: str = Field(max_length=42)
+    message: str = Field(max_length=1024)
+    expires_at: int
+    used: bool = False
+
+
+class AuthToken(SQLModel, table=True):
+    token_hash: str = Field(primary_key=True, max_length=64)
+    address: str = Field(max_length=42, index=True)
+    role: str = Field(max_length=16)
+    expires_at: int
+
+
+class EpochStatus(StrEnum):
+    BUILDING = "building"  # jobs assigned, file written, chain not yet confirmed
+    POSTED = "posted"
+
+
+class Epoch(SQLModel, table=True):
+    number: int = Field(primary_key=True)
+    status: str = Field(default=EpochStatus.BUILDING, max_length=16)
+    closed_at: int = Field(default_factory=now_s)
+    root: str | None = Field(default=None, max_length=66)
+    file_hash: str | None = Field(default=None, max_length=66)
+    cumulative_payout_wei: int = Field(default=0, sa_column=Column(Wei(), nullable=False, default=0))
+    cumulative_fees_wei: int = Field(default=0, sa_column=Column(Wei(), nullable=False, default=0))
+    jobs: int = 0
+    post_tx: str | None = Field(default=None, max_length=66)
+    gas_used: int = 0
+    posted_at: int | None = None
+
+
+class Client(SQLModel, table=True):
+    """A paying client: what the journal has seen of its deposits and its highest voucher."""
+
+    address: str = Field(primary_key=True, max_length=42)
+    deposited_wei: int = Field(default=0, sa_column=Column(Wei(), nullable=False, default=0))
+    max_voucher_wei: int = Field(default=0, sa_column=Column(Wei(), nullable=False, default=0))
