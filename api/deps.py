@@ -28,7 +28,9 @@ def get_session(ctx: Annotated[Context, Depends(get_context)]) -> Iterator[Sessi
 
 
 ContextDep = Annotated[Context, Depends(get_context)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the unit of work commits before the response is sent, so a client never
+# sees an answer (a sign-in nonce, a job id) that is not yet durable and visible to others.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_current_worker(session: SessionDep, authorization: Annotated[str, Header()] = "") -> Worker:

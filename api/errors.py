@@ -21,7 +21,7 @@ def error_response(status: int, code: str, detail: str) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(LedgerError)
     async def _ledger_error(_request: Request, exc: LedgerError) -> JSONResponse:
-        if exc.status >= 500:
+        if exc.status >= 500 and exc.status != 503:
             logger.error("%s: %s", exc.code, exc.detail)
         return error_response(exc.status, exc.code, exc.detail)
 

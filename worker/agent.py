@@ -88,12 +88,23 @@ class Agent:
         return self._finish()
 
     def _connect(self, stop: threading.Event) -> bool:
-        try:
-            self.deployment = self._client.chain(stop)
-            self._client.sign_in(stop)
-        except ApiUnavailable:
-            logger.info("stopped before the API answered")
-            return False
+        """Read the deployment and sign in, retrying API errors; False if stopped first."""
+        errors = Backoff(self.settings.backoff_initial_s, self.settings.max_backoff_s)
+        while True:
+            try:
+                self.deployment = self._client.chain(stop)
+                self._client.sign_in(stop)
+                break
+            except ApiUnavailable:
+                logger.info("stopped before the API answered")
+                return False
+            except AuthRefused:
+                raise
+            except ApiError as exc:
+                self.stats.api_errors += 1
+                logger.error("API error while connecting: %s", exc, extra={"event": "api_error"})
+                if stop.wait(errors.next_delay()):
+                    return False
         self._domain = self.deployment.registry_domain
         logger.info(
             "attesting for chain %d, registry %s",
@@ -200,7 +211,7 @@ class Agent:
                 self.stats.errors += 1
                 logger.warning("no status for job %s in the answer", job_id)
             elif status.accepted:
-                self.stats.done += 1
+                self.stats.add_done()
             else:
                 self.stats.refused += 1
                 logger.warning(

@@ -87,7 +87,8 @@ class ApiClient:
         answer = self._call("POST", "/v1/auth/token", cancel, body=body)
         self._token = _field(answer, "token", str, "/v1/auth/token")
         self._token_expires_at = float(_field(answer, "expires_at", int, "/v1/auth/token"))
-        self.contributor = answer.get("contributor") if isinstance(answer, dict) else None
+        contributor = answer.get("contributor")
+        self.contributor = contributor if isinstance(contributor, str) else None
         logger.info("signed in as worker %s (contributor %s)", address, self.contributor)
 
     def chain(self, cancel: Cancel | None = None) -> Deployment:
@@ -181,7 +182,9 @@ class ApiClient:
             delay = backoff.next_delay()
             if cancel.is_set():
                 raise ApiUnavailable(path, backoff.attempts, problem)
-            log = logger.warning if backoff.attempts == 1 else logger.debug
+            # warn on attempts 1, 2, 4, 8, ...: a long outage stays visible without flooding
+            quiet = backoff.attempts & (backoff.attempts - 1)
+            log = logger.debug if quiet else logger.warning
             log(
                 "%s %s failed (%s); retry %d in %.2fs",
                 method,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -73,18 +74,31 @@ def _settings(**overrides: Any) -> WorkerSettings:
         _fail(f"invalid settings ({problems}); flags or INFERLEDGER_WORKER_* variables", EXIT_USAGE)
 
 
-@app.command()
+INIT_HELP = (
+    "Create a new device key and print the worker's address.\n\n"
+    "With --password-env the key is an encrypted V3 keystore; without it, a plaintext JSON "
+    "key file (mode 0600) for development only, which prod mode refuses to load."
+)
+RUN_HELP = (
+    "Pull jobs, run them, sign attestations and submit results until SIGTERM or SIGINT.\n\n"
+    "Every flag can also be set as INFERLEDGER_WORKER_<NAME> (for instance "
+    "INFERLEDGER_WORKER_KEY_FILE); flags win. On the first SIGTERM or SIGINT the jobs held "
+    "are finished and submitted, then the worker exits 0; a second one stops it at once."
+)
+
+
+class OptLevelChoice(StrEnum):
+    all = "all"
+    disabled = "disabled"
+
+
+@app.command(help=INIT_HELP)
 def init(
     key_file: Annotated[
         Path, typer.Option("--key-file", help="Where to write the new key (never overwritten).")
     ],
     password_env: PasswordEnv = None,
 ) -> None:
-    """Create a new device key and print the worker's address.
-
-    With --password-env the key is an encrypted V3 keystore; without it, a plaintext JSON
-    key file (mode 0600) for development, which prod mode refuses to load.
-    """
     password = _password(password_env)
     if password is None and os.environ.get("INFERLEDGER_WORKER_MODE", "dev") == "prod":
         _fail("prod mode needs an encrypted keystore: pass --password-env NAME", EXIT_USAGE)
@@ -97,7 +111,7 @@ def init(
     typer.echo(account.address)
 
 
-@app.command()
+@app.command(help=RUN_HELP)
 def run(
     api_url: Annotated[str | None, typer.Option("--api-url", help="Base URL of the API.")] = None,
     key_file: Annotated[
@@ -107,8 +121,11 @@ def run(
         Path | None, typer.Option("--models-dir", help="Directory of <model>/manifest.json.")
     ] = None,
     opt_level: Annotated[
-        str | None,
-        typer.Option("--opt-level", help="onnxruntime graph optimisation: all or disabled."),
+        OptLevelChoice | None,
+        typer.Option("--opt-level", help="onnxruntime graph optimisation level."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="onnxruntime intra-op threads.")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="A label for logs.")] = None,
     json_logs: Annotated[
@@ -116,12 +133,6 @@ def run(
     ] = False,
     password_env: PasswordEnv = None,
 ) -> None:
-    """Pull jobs, run them, sign attestations and submit results until SIGTERM/SIGINT.
-
-    Every flag also reads from INFERLEDGER_WORKER_<NAME> (e.g. INFERLEDGER_WORKER_KEY_FILE);
-    flags win. On the first SIGTERM/SIGINT held jobs are finished and submitted, then the
-    worker exits 0.
-    """
     settings = _settings(
         api_url=api_url,
         key_file=key_file,

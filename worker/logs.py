@@ -14,6 +14,8 @@ from rich.logging import RichHandler
 
 logger = logging.getLogger(__name__)
 
+QUIET_LOGGERS = ("httpx", "httpcore")  # one INFO line per request otherwise
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -56,3 +58,5 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))

@@ -6,6 +6,7 @@ every posted result, and can be told to fail requests (5xx) or to revoke tokens 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
@@ -15,8 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import numpy.typing as npt
 from eth_account import Account
 from eth_account.messages import encode_defunct
+
+from protocol.hashing import input_hash
+from protocol.tensors import encode
 
 CHAIN = {
     "chain_id": 31337,
@@ -28,8 +33,20 @@ CHAIN = {
 CONTRIBUTOR = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 
+def make_assignment(
+    model_hash_hex: str, inputs: dict[str, npt.NDArray[Any]], *, job: int, deadline: int = 0
+) -> dict[str, Any]:
+    return {
+        "job_id": "0x" + hashlib.sha256(b"job %d" % job).hexdigest(),
+        "model_hash": "0x" + model_hash_hex,
+        "input_hash": "0x" + input_hash(inputs).hex(),
+        "inputs": {name: encode(array) for name, array in inputs.items()},
+        "deadline": deadline or 2_000_000_000,
+    }
+
+
 class FakeApi:
-    def __init__(self, assignments: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, assignments: list[Any] | None = None) -> None:
         self.assignments = list(assignments or [])
         self.requests: list[tuple[str, str]] = []
         self.posted: list[dict[str, Any]] = []
@@ -115,7 +132,10 @@ class FakeApi:
             self.tokens_issued += 1
         expires = int(time.time()) + 3600
         return 200, {
-            "token": token, "expires_at": expires, "role": "worker", "contributor": CONTRIBUTOR
+            "token": token,
+            "expires_at": expires,
+            "role": "worker",
+            "contributor": CONTRIBUTOR,
         }
 
     def _authorised(self, headers: Any) -> bool:
@@ -166,10 +186,10 @@ class FakeApi:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 self._serve("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._serve("POST")
 
             def log_message(self, format: str, *args: Any) -> None:

@@ -1,0 +1,1 @@
+"""inferledger's command line, client library, audit tool and demo."""

@@ -1,0 +1,125 @@
+"""``inferledger``: the command line.
+
+  inferledger demo                 bring up the whole system and run the paid loop
+  inferledger audit --epoch N      verify epochs from chain records and epoch files
+  inferledger worker init|run      the device worker agent
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from worker.cli import app as worker_app
+
+app = typer.Typer(help="inferledger: pay per inference, verified on contributors' devices.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker", help="The device worker agent: create a key, run jobs.")
+console = Console()
+TOKEN = 10**18
+
+
+def _tokens(wei: int) -> str:
+    return f"{wei / TOKEN:,.6f} ILC"
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="inferledger demo", show_header=False)
+    table.add_row("paid requests", str(summary["requests"]))
+    table.add_row("consensus rate", f"{summary['consensus_rate']:.1%} ({summary['accepted']} accepted)")
+    table.add_row("accuracy (digits labels)", f"{summary['accuracy']:.1%}")
+    table.add_row("client paid (redeemed on chain)", _tokens(summary["client_paid_wei"]))
+    for c in summary["contributors"]:
+        table.add_row(f"contributor {c['contributor'][:10]}…", f"earned {_tokens(c['earned_wei'])}, claimed {_tokens(c['claimed_wei'])}")
+    table.add_row("protocol fees", _tokens(summary["fees_wei"]))
+    table.add_row("epochs settled", str(summary["epochs"]))
+    gas = summary["gas_used"]
+    table.add_row("gas used", f"{gas['total']:,} (epochs {gas['settler_epochs']:,}; deploy, deposits, stakes, claims {gas['deploy_and_actors']:,})")
+    table.add_row("audit", "passed" if summary["audit_ok"] else "FAILED")
+    table.add_row("elapsed", f"{summary['elapsed_s']} s")
+    console.print(table)
+
+
+@app.command()
+def demo(
+    requests: Annotated[int, typer.Option(min=1, max=10_000, help="Paid inference requests the client makes.")] = 60,
+    redis_url: Annotated[str, typer.Option(envvar="INFERLEDGER_REDIS_URL", help="Redis for Celery.")] = "redis://127.0.0.1:6379/0",
+    epoch_interval_s: Annotated[float, typer.Option(min=1.0, help="Seconds between epoch closes (Celery beat).")] = 4.0,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the run keeps its database, logs and epoch files (wiped first).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+) -> None:
+    """Start a Hardhat node, deploy, start the API, Celery worker and beat and three device
+    workers; a client pays for REQUESTS inferences; epochs settle on chain; contributors
+    claim; the audit runs. Every process is stopped at the end, also on Ctrl-C or failure."""
+    from inferledger.demo import DemoConfig, run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    cfg = DemoConfig(requests=requests, redis_url=redis_url, epoch_interval_s=epoch_interval_s,
+                     progress=lambda msg: console.print(f"[dim]•[/dim] {msg}"))
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    try:
+        result = run_demo(cfg)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: every process was stopped[/yellow]")
+        raise typer.Exit(130) from None
+    except (TimeoutError, RuntimeError) as exc:
+        console.print(f"[red]demo failed:[/red] {exc}\nlogs: {cfg.data_dir / 'logs'}")
+        raise typer.Exit(1) from None
+    print_summary(result.summary)
+    if json_out:
+        json_out.write_text(json.dumps(result.summary, indent=2))
+    if not (result.summary["audit_ok"] and result.summary["accepted"] == result.summary["requests"]):
+        for fault in result.audit.faults:
+            console.print(f"[red]{fault['check']}[/red] epoch {fault['epoch']}: {fault['detail']}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def audit(
+    epoch: Annotated[int | None, typer.Option(help="Audit epochs 1..EPOCH (default: all posted).")] = None,
+    rpc_url: Annotated[str, typer.Option(envvar="INFERLEDGER_RPC_URL", help="JSON-RPC of the chain.")] = "http://127.0.0.1:8545",
+    deployment_file: Annotated[Path, typer.Option(envvar="INFERLEDGER_DEPLOYMENT_FILE", help="Contract addresses (JSON).")] = Path(".inferledger/data/deployment.json"),
+    api_url: Annotated[str | None, typer.Option(help="Fetch epoch files from this API.")] = None,
+    files: Annotated[Path | None, typer.Option(help="Or read epoch-NNNNNN.json files from this directory.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify epochs from the chain and the epoch files alone: file hashes, every attestation
+    signature and registration, every consensus decision and payout, vouchers, leaves, root,
+    totals and conservation of money. Exits 0 only when everything holds."""
+    from inferledger.audit import Auditor
+    from ledger.chain.client import connect
+    from ledger.config import REPO_ROOT
+    from protocol.contracts import CONTRACT_NAMES, Deployment, artifact
+
+    if (api_url is None) == (files is None):
+        console.print("[red]give exactly one of --api-url or --files[/red]")
+        raise typer.Exit(2)
+
+    def fetch(n: int) -> bytes:
+        if files is not None:
+            return (files / f"epoch-{n:06d}.json").read_bytes()
+        response = httpx.get(f"{api_url}/v1/epochs/{n}/file", timeout=30)
+        response.raise_for_status()
+        return response.content
+
+    abis = {n: artifact(REPO_ROOT / "artifacts", n)["abi"] for n in CONTRACT_NAMES}
+    report = Auditor(connect(rpc_url), Deployment.load(deployment_file), abis, fetch).audit(epoch)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        console.print(f"audited epochs {report.epochs}: {sum(report.checks.values())} checks")
+        for fault in report.faults:
+            console.print(f"[red]FAULT {fault['check']}[/red] epoch {fault['epoch']}: {fault['detail']}")
+        console.print("[green]audit passed[/green]" if report.ok else "[red]audit failed[/red]")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":
+    app()
