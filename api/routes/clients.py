@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Query, Response
 from sqlmodel import Session, col, select
 
-from api.deps import ContextDep, SessionDep, get_context
+from api.deps import ContextDep, SessionDep
 from api.schemas import ChainPublic, ClientPublic, JobCreate, JobPublic, ModelPublic, Vote
 from ledger import journal
 from ledger.auth import checked_address
@@ -80,7 +80,7 @@ def get_job(job_id: str, ctx: ContextDep, wait_s: float = Query(0.0, ge=0.0, le=
     until the job is decided or the wait runs out."""
     deadline = time.monotonic() + min(wait_s, ctx.settings.wait_max_s)
     while True:
-        with session_scope(get_context().engine) as session:
+        with session_scope(ctx.engine) as session:
             job = session.get(Job, job_id.lower())
             if job is None:
                 raise NotFound(f"no job {job_id}")
