@@ -1,8 +1,8 @@
 """``inferledger``: the command line.
 
-  inferledger demo                 bring up the whole system and run the paid loop
-  inferledger audit --epoch N      verify epochs from chain records and epoch files
-  inferledger worker init|run      the device worker agent
+inferledger demo                 bring up the whole system and run the paid loop
+inferledger audit --epoch N      verify epochs from chain records and epoch files
+inferledger worker init|run      the device worker agent
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from rich.table import Table
 
 from worker.cli import app as worker_app
 
-app = typer.Typer(help="inferledger: pay per inference, verified on contributors' devices.", no_args_is_help=True)
+app = typer.Typer(
+    help="inferledger: pay per inference, verified on contributors' devices.", no_args_is_help=True
+)
 app.add_typer(worker_app, name="worker", help="The device worker agent: create a key, run jobs.")
 console = Console()
 TOKEN = 10**18
@@ -32,15 +34,24 @@ def _tokens(wei: int) -> str:
 def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title="inferledger demo", show_header=False)
     table.add_row("paid requests", str(summary["requests"]))
-    table.add_row("consensus rate", f"{summary['consensus_rate']:.1%} ({summary['accepted']} accepted)")
+    table.add_row(
+        "consensus rate", f"{summary['consensus_rate']:.1%} ({summary['accepted']} accepted)"
+    )
     table.add_row("accuracy (digits labels)", f"{summary['accuracy']:.1%}")
     table.add_row("client paid (redeemed on chain)", _tokens(summary["client_paid_wei"]))
     for c in summary["contributors"]:
-        table.add_row(f"contributor {c['contributor'][:10]}…", f"earned {_tokens(c['earned_wei'])}, claimed {_tokens(c['claimed_wei'])}")
+        table.add_row(
+            f"contributor {c['contributor'][:10]}…",
+            f"earned {_tokens(c['earned_wei'])}, claimed {_tokens(c['claimed_wei'])}",
+        )
     table.add_row("protocol fees", _tokens(summary["fees_wei"]))
     table.add_row("epochs settled", str(summary["epochs"]))
     gas = summary["gas_used"]
-    table.add_row("gas used", f"{gas['total']:,} (epochs {gas['settler_epochs']:,}; deploy, deposits, stakes, claims {gas['deploy_and_actors']:,})")
+    table.add_row(
+        "gas used",
+        f"{gas['total']:,} (epochs {gas['settler_epochs']:,}; deploy, "
+        f"deposits, stakes, claims {gas['deploy_and_actors']:,})",
+    )
     table.add_row("audit", "passed" if summary["audit_ok"] else "FAILED")
     table.add_row("elapsed", f"{summary['elapsed_s']} s")
     console.print(table)
@@ -48,11 +59,22 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 @app.command()
 def demo(
-    requests: Annotated[int, typer.Option(min=1, max=10_000, help="Paid inference requests the client makes.")] = 60,
-    redis_url: Annotated[str, typer.Option(envvar="INFERLEDGER_REDIS_URL", help="Redis for Celery.")] = "redis://127.0.0.1:6379/0",
-    epoch_interval_s: Annotated[float, typer.Option(min=1.0, help="Seconds between epoch closes (Celery beat).")] = 4.0,
-    data_dir: Annotated[Path | None, typer.Option(help="Where the run keeps its database, logs and epoch files (wiped first).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+    requests: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Paid inference requests the client makes.")
+    ] = 60,
+    redis_url: Annotated[
+        str, typer.Option(envvar="INFERLEDGER_REDIS_URL", help="Redis for Celery.")
+    ] = "redis://127.0.0.1:6379/0",
+    epoch_interval_s: Annotated[
+        float, typer.Option(min=1.0, help="Seconds between epoch closes (Celery beat).")
+    ] = 4.0,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the run keeps its database, logs and epoch files (wiped first)."),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the summary as JSON here.")
+    ] = None,
 ) -> None:
     """Start a Hardhat node, deploy, start the API, Celery worker and beat and three device
     workers; a client pays for REQUESTS inferences; epochs settle on chain; contributors
@@ -60,8 +82,12 @@ def demo(
     from inferledger.demo import DemoConfig, run_demo
 
     logging.basicConfig(level=logging.WARNING)
-    cfg = DemoConfig(requests=requests, redis_url=redis_url, epoch_interval_s=epoch_interval_s,
-                     progress=lambda msg: console.print(f"[dim]•[/dim] {msg}"))
+    cfg = DemoConfig(
+        requests=requests,
+        redis_url=redis_url,
+        epoch_interval_s=epoch_interval_s,
+        progress=lambda msg: console.print(f"[dim]•[/dim] {msg}"),
+    )
     if data_dir is not None:
         cfg.data_dir = data_dir
     try:
@@ -75,7 +101,9 @@ def demo(
     print_summary(result.summary)
     if json_out:
         json_out.write_text(json.dumps(result.summary, indent=2))
-    if not (result.summary["audit_ok"] and result.summary["accepted"] == result.summary["requests"]):
+    if not (
+        result.summary["audit_ok"] and result.summary["accepted"] == result.summary["requests"]
+    ):
         for fault in result.audit.faults:
             console.print(f"[red]{fault['check']}[/red] epoch {fault['epoch']}: {fault['detail']}")
         raise typer.Exit(1)
@@ -83,11 +111,19 @@ def demo(
 
 @app.command()
 def audit(
-    epoch: Annotated[int | None, typer.Option(help="Audit epochs 1..EPOCH (default: all posted).")] = None,
-    rpc_url: Annotated[str, typer.Option(envvar="INFERLEDGER_RPC_URL", help="JSON-RPC of the chain.")] = "http://127.0.0.1:8545",
-    deployment_file: Annotated[Path, typer.Option(envvar="INFERLEDGER_DEPLOYMENT_FILE", help="Contract addresses (JSON).")] = Path(".inferledger/data/deployment.json"),
+    epoch: Annotated[
+        int | None, typer.Option(help="Audit epochs 1..EPOCH (default: all posted).")
+    ] = None,
+    rpc_url: Annotated[
+        str, typer.Option(envvar="INFERLEDGER_RPC_URL", help="JSON-RPC of the chain.")
+    ] = "http://127.0.0.1:8545",
+    deployment_file: Annotated[
+        Path, typer.Option(envvar="INFERLEDGER_DEPLOYMENT_FILE", help="Contract addresses (JSON).")
+    ] = Path(".inferledger/data/deployment.json"),
     api_url: Annotated[str | None, typer.Option(help="Fetch epoch files from this API.")] = None,
-    files: Annotated[Path | None, typer.Option(help="Or read epoch-NNNNNN.json files from this directory.")] = None,
+    files: Annotated[
+        Path | None, typer.Option(help="Or read epoch-NNNNNN.json files from this directory.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify epochs from the chain and the epoch files alone: file hashes, every attestation
@@ -116,7 +152,9 @@ def audit(
     else:
         console.print(f"audited epochs {report.epochs}: {sum(report.checks.values())} checks")
         for fault in report.faults:
-            console.print(f"[red]FAULT {fault['check']}[/red] epoch {fault['epoch']}: {fault['detail']}")
+            console.print(
+                f"[red]FAULT {fault['check']}[/red] epoch {fault['epoch']}: {fault['detail']}"
+            )
         console.print("[green]audit passed[/green]" if report.ok else "[red]audit failed[/red]")
     raise typer.Exit(0 if report.ok else 1)
 

@@ -41,7 +41,9 @@ def raise_for(response: httpx.Response) -> Any:
 
 
 class InferenceClient:
-    def __init__(self, api_url: str, key: str, *, timeout_s: float = 30.0, voucher_ttl_s: int = 86_400) -> None:
+    def __init__(
+        self, api_url: str, key: str, *, timeout_s: float = 30.0, voucher_ttl_s: int = 86_400
+    ) -> None:
         self.http = httpx.Client(base_url=api_url, timeout=timeout_s)
         self.account = Account.from_key(key)
         self.voucher_ttl_s = voucher_ttl_s
@@ -56,7 +58,9 @@ class InferenceClient:
 
     def deployment(self) -> Deployment:
         if self._deployment is None:
-            self._deployment = Deployment.from_dict({**raise_for(self.http.get("/v1/chain")), "block": 0})
+            self._deployment = Deployment.from_dict(
+                {**raise_for(self.http.get("/v1/chain")), "block": 0}
+            )
         return self._deployment
 
     def models(self) -> list[dict[str, Any]]:
@@ -86,7 +90,11 @@ class InferenceClient:
             body = {
                 "model": model_hash,
                 "inputs": {name: tensors.encode(a) for name, a in inputs.items()},
-                "voucher": {"client": self.address, "cumulative_amount_wei": str(cumulative), "expiry": voucher.expiry},
+                "voucher": {
+                    "client": self.address,
+                    "cumulative_amount_wei": str(cumulative),
+                    "expiry": voucher.expiry,
+                },
                 "signature": "0x" + sig.hex(),
             }
             job: dict[str, Any] = raise_for(self.http.post("/v1/jobs", json=body))
@@ -94,7 +102,9 @@ class InferenceClient:
         return job
 
     def result(self, job_id: str, wait_s: float = 10.0) -> dict[str, Any]:
-        job: dict[str, Any] = raise_for(self.http.get(f"/v1/jobs/{job_id}", params={"wait_s": wait_s}))
+        job: dict[str, Any] = raise_for(
+            self.http.get(f"/v1/jobs/{job_id}", params={"wait_s": wait_s})
+        )
         return job
 
     def wait(self, job_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
@@ -104,6 +114,8 @@ class InferenceClient:
             if job["status"] in ("accepted", "failed") or time.monotonic() >= deadline:
                 return job
 
-    def run(self, model_hash: str, inputs: dict[str, npt.NDArray[Any]], timeout_s: float = 60.0) -> dict[str, Any]:
+    def run(
+        self, model_hash: str, inputs: dict[str, npt.NDArray[Any]], timeout_s: float = 60.0
+    ) -> dict[str, Any]:
         """Submit and wait for the decided job (result, attestations) or the timeout."""
         return self.wait(self.submit(model_hash, inputs)["job_id"], timeout_s)

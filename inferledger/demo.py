@@ -27,12 +27,13 @@ import httpx
 import numpy as np
 import redis
 from eth_account import Account
+from web3.types import RPCEndpoint
 
 from inferledger import actors
 from inferledger.audit import Auditor, AuditReport
 from inferledger.client import ApiError, InferenceClient
 from inferledger.procs import Processes, free_port, http_ok, rpc_ok, wait_until
-from ledger.chain.client import connect
+from ledger.chain.client import ChainClient, connect
 from ledger.chain.deploy import deploy
 from ledger.config import DEV_MNEMONIC, REPO_ROOT
 from protocol.contracts import CONTRACT_NAMES, artifact
@@ -59,6 +60,8 @@ class DemoConfig:
     min_stake_wei: int = 50 * TOKEN
     timeout_s: float = 300.0
     progress: Callable[[str], None] = field(default=lambda _msg: None)
+    # Called with the result while every process still runs (tests inspect the live system).
+    inspect: Callable[[DemoResult], None] | None = None
 
 
 @dataclass
@@ -69,11 +72,18 @@ class DemoResult:
     rpc_url: str
     deployment: dict[str, Any]
     jobs: list[dict[str, Any]]
+    client: str
+    contributors: list[str]
+    data_dir: Path
 
 
 def dev_keys(count: int) -> list[str]:
     Account.enable_unaudited_hdwallet_features()
-    return ["0x" + bytes(Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key).hex() for i in range(count)]
+    return [
+        "0x"
+        + bytes(Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key).hex()
+        for i in range(count)
+    ]
 
 
 def check_redis(url: str) -> None:
@@ -123,38 +133,128 @@ def _run(cfg: DemoConfig, procs: Processes) -> DemoResult:
     rpc_url, api_url = f"http://127.0.0.1:{rpc_port}", f"http://127.0.0.1:{api_port}"
 
     say(f"starting a Hardhat node on {rpc_url}")
-    procs.start("hardhat", [str(REPO_ROOT / "node_modules" / ".bin" / "hardhat"), "node", "--hostname", "127.0.0.1", "--port", str(rpc_port)], cwd=REPO_ROOT)
+    procs.start(
+        "hardhat",
+        [
+            str(REPO_ROOT / "node_modules" / ".bin" / "hardhat"),
+            "node",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            str(rpc_port),
+        ],
+        cwd=REPO_ROOT,
+    )
     wait_until("the Hardhat node", rpc_ok(rpc_url), 60)
     w3 = connect(rpc_url)
     artifacts_dir = REPO_ROOT / "artifacts"
-    deployment, gas = deploy(w3, artifacts_dir, admin_key, treasury=treasury, min_stake_wei=cfg.min_stake_wei, challenge_window_s=cfg.challenge_window_s)
+    deployment, gas = deploy(
+        w3,
+        artifacts_dir,
+        admin_key,
+        treasury=treasury,
+        min_stake_wei=cfg.min_stake_wei,
+        challenge_window_s=cfg.challenge_window_s,
+    )
     (cfg.data_dir / "deployment.json").write_text(deployment.to_json())
     say(f"deployed the contracts (vault {deployment.vault})")
 
     admin = actors.actor(w3, deployment, artifacts_dir, admin_key)
     for key in [client_key, *contributor_keys]:
-        admin.transact(admin.token.functions.mint(Account.from_key(key).address, 1000 * TOKEN), "mint")
+        admin.transact(
+            admin.token.functions.mint(Account.from_key(key).address, 1000 * TOKEN), "mint"
+        )
     workers = []
     contributors = [actors.actor(w3, deployment, artifacts_dir, k) for k in contributor_keys]
     for i, contributor in enumerate(contributors):
         worker_key = "0x" + bytes(Account.create().key).hex()
         key_file = cfg.data_dir / "devices" / f"device-{i + 1}.json"
         key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(json.dumps({"address": Account.from_key(worker_key).address, "private_key": worker_key}))
+        key_file.write_text(
+            json.dumps({"address": Account.from_key(worker_key).address, "private_key": worker_key})
+        )
         key_file.chmod(0o600)
-        workers.append((actors.stake_and_register(contributor, cfg.stake_wei, worker_key), key_file))
+        workers.append(
+            (actors.stake_and_register(contributor, cfg.stake_wei, worker_key), key_file)
+        )
     say(f"{len(contributors)} contributors staked and registered a device each")
 
     env = _services_env(cfg, rpc_url, admin_key)
     py = sys.executable
-    procs.start("api", [py, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"], env=env, cwd=REPO_ROOT)
-    procs.start("celery-worker", [py, "-m", "celery", "-A", "ledger.celery_app", "worker", "--loglevel", "INFO", "--concurrency", "2",
-                                  "-Q", env["INFERLEDGER_CELERY_QUEUE"], "-n", f"{env['INFERLEDGER_CELERY_QUEUE']}@%h"], env=env, cwd=REPO_ROOT)
-    procs.start("celery-beat", [py, "-m", "celery", "-A", "ledger.celery_app", "beat", "--loglevel", "INFO",
-                                "-s", str(cfg.data_dir / "celerybeat-schedule")], env=env, cwd=REPO_ROOT)
+    procs.start(
+        "api",
+        [
+            py,
+            "-m",
+            "uvicorn",
+            "api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(api_port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    procs.start(
+        "celery-worker",
+        [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "ledger.celery_app",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "-Q",
+            env["INFERLEDGER_CELERY_QUEUE"],
+            "-n",
+            f"{env['INFERLEDGER_CELERY_QUEUE']}@%h",
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    procs.start(
+        "celery-beat",
+        [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "ledger.celery_app",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "-s",
+            str(cfg.data_dir / "celerybeat-schedule"),
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+    )
     wait_until("the API", http_ok(f"{api_url}/healthz"), 60)
     for i, (_, key_file) in enumerate(workers):
-        procs.start(f"device-{i + 1}", [py, "-m", "worker", "run", "--api-url", api_url, "--key-file", str(key_file), "--json", "--name", f"device-{i + 1}"], cwd=REPO_ROOT)
+        procs.start(
+            f"device-{i + 1}",
+            [
+                py,
+                "-m",
+                "worker",
+                "run",
+                "--api-url",
+                api_url,
+                "--key-file",
+                str(key_file),
+                "--json",
+                "--name",
+                f"device-{i + 1}",
+            ],
+            cwd=REPO_ROOT,
+        )
     say(f"API on {api_url}, Celery worker and beat, {len(workers)} device workers started")
 
     client_chain = actors.actor(w3, deployment, artifacts_dir, client_key)
@@ -168,8 +268,12 @@ def _run(cfg: DemoConfig, procs: Processes) -> DemoResult:
     last = _wait_settled(api_url, charged, cfg, procs)
     say(f"epoch {last['number']} settled on chain (root {last['root'][:18]}...)")
     claims = _claim_all(admin, contributors, api_url, last["number"], cfg)
-    audit = Auditor(w3, deployment, {n: artifact(artifacts_dir, n)["abi"] for n in CONTRACT_NAMES},
-                    lambda n: httpx.get(f"{api_url}/v1/epochs/{n}/file", timeout=30).content).audit()
+    audit = Auditor(
+        w3,
+        deployment,
+        {n: artifact(artifacts_dir, n)["abi"] for n in CONTRACT_NAMES},
+        lambda n: httpx.get(f"{api_url}/v1/epochs/{n}/file", timeout=30).content,
+    ).audit()
     say(f"audit of epochs {audit.epochs}: {'passed' if audit.ok else 'FAILED'}")
 
     epochs = httpx.get(f"{api_url}/v1/epochs", timeout=10).json()
@@ -180,16 +284,35 @@ def _run(cfg: DemoConfig, procs: Processes) -> DemoResult:
         "accepted": len(accepted),
         "consensus_rate": len(accepted) / len(jobs) if jobs else 0.0,
         "accuracy": _accuracy(jobs),
-        "client_paid_wei": int(client_chain.call(client_chain.vault.functions.redeemedOf(client_chain.address))),
+        "client_paid_wei": int(
+            client_chain.call(client_chain.vault.functions.redeemedOf(client_chain.address))
+        ),
         "client_charged_wei": charged,
         "contributors": claims,
         "fees_wei": int(last["cumulative_fees_wei"]),
         "epochs": len(epochs),
-        "gas_used": {"settler_epochs": settler_gas, "deploy_and_actors": actor_gas, "total": settler_gas + actor_gas},
+        "gas_used": {
+            "settler_epochs": settler_gas,
+            "deploy_and_actors": actor_gas,
+            "total": settler_gas + actor_gas,
+        },
         "audit_ok": audit.ok,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
-    return DemoResult(summary, audit, api_url, rpc_url, json.loads(deployment.to_json()), jobs)
+    result = DemoResult(
+        summary,
+        audit,
+        api_url,
+        rpc_url,
+        json.loads(deployment.to_json()),
+        jobs,
+        client_chain.address,
+        [c.address for c in contributors],
+        cfg.data_dir,
+    )
+    if cfg.inspect is not None:
+        cfg.inspect(result)
+    return result
 
 
 def _samples() -> tuple[np.ndarray[Any, Any], list[int]]:
@@ -210,7 +333,9 @@ def _accuracy(jobs: list[dict[str, Any]]) -> float:
     return right / total if total else 0.0
 
 
-def _pay_for_requests(cfg: DemoConfig, procs: Processes, client: InferenceClient) -> list[dict[str, Any]]:
+def _pay_for_requests(
+    cfg: DemoConfig, procs: Processes, client: InferenceClient
+) -> list[dict[str, Any]]:
     images, _ = _samples()
     model = next(m["model_hash"] for m in client.models() if m["name"] == "digits-cnn")
     deadline = time.monotonic() + cfg.timeout_s
@@ -227,17 +352,30 @@ def _pay_for_requests(cfg: DemoConfig, procs: Processes, client: InferenceClient
                 time.sleep(0.2)
         if (i + 1) % 10 == 0:
             cfg.progress(f"  {i + 1}/{cfg.requests} paid requests submitted")
-    return [client.wait(job["job_id"], timeout_s=max(1.0, deadline - time.monotonic())) for job in submitted]
+    return [
+        client.wait(job["job_id"], timeout_s=max(1.0, deadline - time.monotonic()))
+        for job in submitted
+    ]
 
 
-def _wait_settled(api_url: str, charged_wei: int, cfg: DemoConfig, procs: Processes) -> dict[str, Any]:
+def _wait_settled(
+    api_url: str, charged_wei: int, cfg: DemoConfig, procs: Processes
+) -> dict[str, Any]:
     """Wait until a posted epoch covers every charged job (beat closes them on schedule)."""
     found: dict[str, Any] = {}
 
     def settled() -> bool:
         procs.check_alive()
-        posted = [e for e in httpx.get(f"{api_url}/v1/epochs", timeout=10).json() if e["status"] == "posted"]
-        if posted and int(posted[-1]["cumulative_payout_wei"]) + int(posted[-1]["cumulative_fees_wei"]) == charged_wei:
+        posted = [
+            e
+            for e in httpx.get(f"{api_url}/v1/epochs", timeout=10).json()
+            if e["status"] == "posted"
+        ]
+        if (
+            posted
+            and int(posted[-1]["cumulative_payout_wei"]) + int(posted[-1]["cumulative_fees_wei"])
+            == charged_wei
+        ):
             found.update(posted[-1])
             return True
         return False
@@ -246,7 +384,13 @@ def _wait_settled(api_url: str, charged_wei: int, cfg: DemoConfig, procs: Proces
     return found
 
 
-def _claim_all(admin: actors.ChainClient, contributors: list[actors.ChainClient], api_url: str, epoch: int, cfg: DemoConfig) -> list[dict[str, Any]]:
+def _claim_all(
+    admin: ChainClient,
+    contributors: list[ChainClient],
+    api_url: str,
+    epoch: int,
+    cfg: DemoConfig,
+) -> list[dict[str, Any]]:
     claimable_at = int(admin.call(admin.settlement.functions.epochs(epoch))[5])
 
     def window_over() -> bool:
@@ -255,7 +399,7 @@ def _claim_all(admin: actors.ChainClient, contributors: list[actors.ChainClient]
         if int(admin.w3.eth.get_block("latest")["timestamp"]) >= claimable_at:
             return True
         if time.time() >= claimable_at:
-            admin.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+            admin.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
         return False
 
     wait_until("the challenge window", window_over, cfg.challenge_window_s + 30.0, interval_s=0.25)
@@ -263,14 +407,22 @@ def _claim_all(admin: actors.ChainClient, contributors: list[actors.ChainClient]
     for c in contributors:
         response = httpx.get(f"{api_url}/v1/epochs/{epoch}/proofs/{c.address}", timeout=10)
         if response.status_code == 404:  # this contributor's device got no job
-            out.append({"contributor": c.address, "earned_wei": 0, "claimed_wei": 0, "received_wei": 0})
+            out.append(
+                {"contributor": c.address, "earned_wei": 0, "claimed_wei": 0, "received_wei": 0}
+            )
             continue
         proof = response.json()
         before = int(c.call(c.token.functions.balanceOf(c.address)))
         actors.claim(c, epoch, c.address, int(proof["cumulative_wei"]), proof["proof"])
         after = int(c.call(c.token.functions.balanceOf(c.address)))
-        out.append({"contributor": c.address, "earned_wei": int(proof["cumulative_wei"]),
-                    "claimed_wei": int(c.call(c.settlement.functions.claimedOf(c.address))), "received_wei": after - before})
+        out.append(
+            {
+                "contributor": c.address,
+                "earned_wei": int(proof["cumulative_wei"]),
+                "claimed_wei": int(c.call(c.settlement.functions.claimedOf(c.address))),
+                "received_wei": after - before,
+            }
+        )
     admin.transact(admin.settlement.functions.claimFees(epoch), "claimFees")
     cfg.progress(f"{len(out)} contributors claimed; the treasury claimed the fees")
     return out

@@ -67,7 +67,9 @@ def issue_token(
     session.add(challenge)
     contributor = ctx.chain.call(ctx.chain.registry.functions.workerOwner(address), "workerOwner")
     if contributor == ZERO_ADDRESS:
-        raise Unauthorized(f"{address} is not a worker registered on chain", reason="not_registered")
+        raise Unauthorized(
+            f"{address} is not a worker registered on chain", reason="not_registered"
+        )
     eligible = bool(ctx.chain.call(ctx.chain.registry.functions.isEligible(address), "isEligible"))
     worker = session.get(Worker, address) or Worker(address=address, contributor=contributor)
     worker.contributor, worker.eligible = str(contributor), eligible

@@ -24,7 +24,10 @@ app.conf.update(
     task_time_limit=900,
     task_soft_time_limit=600,
     beat_schedule={
-        "reconcile-sweep": {"task": "ledger.tasks.reconcile", "schedule": settings.reconcile_interval_s},
+        "reconcile-sweep": {
+            "task": "ledger.tasks.reconcile",
+            "schedule": settings.reconcile_interval_s,
+        },
         "close-epoch": {"task": "ledger.tasks.close_epoch", "schedule": settings.epoch_interval_s},
     },
     timezone="UTC",

@@ -72,10 +72,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_dev_keys_outside_dev(self) -> Settings:
-        if self.settler_key is not None and self.mode != "dev" and is_dev_key(
-            self.settler_key.get_secret_value()
+        if (
+            self.settler_key is not None
+            and self.mode != "dev"
+            and is_dev_key(self.settler_key.get_secret_value())
         ):
-            raise ValueError("the settler key is a well-known Hardhat key; refused outside dev mode")
+            raise ValueError(
+                "the settler key is a well-known Hardhat key; refused outside dev mode"
+            )
         if self.max_replicas < self.replicas:
             raise ValueError("max_replicas must be >= replicas")
         return self

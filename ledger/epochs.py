@@ -50,7 +50,9 @@ def open_epoch(session: Session) -> Epoch | None:
     if building is not None:
         return building
     ready = session.exec(
-        select(Job).where(col(Job.epoch).is_(None), col(Job.status).in_([JobStatus.ACCEPTED, JobStatus.FAILED]))
+        select(Job).where(
+            col(Job.epoch).is_(None), col(Job.status).in_([JobStatus.ACCEPTED, JobStatus.FAILED])
+        )
     ).all()
     if not any(j.status == JobStatus.ACCEPTED for j in ready):
         return None
@@ -85,7 +87,11 @@ def _votes(session: Session, job_id: str) -> list[dict[str, Any]]:
 
 
 def _job_entry(job: Job, votes: list[dict[str, Any]], transfers: list[Transfer]) -> dict[str, Any]:
-    paid = {t.credit_account_id.split(":", 1)[1]: str(t.amount_wei) for t in transfers if t.kind == "pay"}
+    paid = {
+        t.credit_account_id.split(":", 1)[1]: str(t.amount_wei)
+        for t in transfers
+        if t.kind == "pay"
+    }
     fee = sum(t.amount_wei for t in transfers if t.kind == "fee")
     return {
         "job_id": job.id,
@@ -110,7 +116,8 @@ def _cumulative(session: Session, number: int) -> tuple[dict[str, int], int, dic
     earned: dict[str, int] = defaultdict(int)
     fees = 0
     rows = session.exec(
-        select(Transfer).join(Job, col(Job.id) == col(Transfer.job_id))
+        select(Transfer)
+        .join(Job, col(Job.id) == col(Transfer.job_id))
         .where(col(Job.epoch) <= number, col(Transfer.kind).in_(["pay", "fee"]))
     ).all()
     for t in rows:
@@ -119,7 +126,9 @@ def _cumulative(session: Session, number: int) -> tuple[dict[str, int], int, dic
         else:
             fees += t.amount_wei
     charged: dict[str, int] = defaultdict(int)
-    for job in session.exec(select(Job).where(col(Job.epoch) <= number, Job.status == JobStatus.ACCEPTED)).all():
+    for job in session.exec(
+        select(Job).where(col(Job.epoch) <= number, Job.status == JobStatus.ACCEPTED)
+    ).all():
         charged[job.client] += job.price_wei
     return dict(earned), fees, dict(charged)
 
@@ -130,7 +139,9 @@ def _vouchers(session: Session, number: int, charged: dict[str, int]) -> list[di
         jobs = session.exec(select(Job).where(Job.client == client, col(Job.epoch) <= number)).all()
         best = max(jobs, key=lambda j: j.voucher_cumulative_wei)  # amounts are text on SQLite
         if charged[client] > best.voucher_cumulative_wei:
-            raise InvariantViolation(f"client_within_voucher: {client} charged above its voucher", client=client)
+            raise InvariantViolation(
+                f"client_within_voucher: {client} charged above its voucher", client=client
+            )
         out.append(
             {
                 "client": client,
@@ -147,15 +158,23 @@ def build_document(session: Session, ctx: Context, epoch: Epoch) -> dict[str, An
     n = epoch.number
     jobs = session.exec(select(Job).where(Job.epoch == n).order_by(col(Job.id))).all()
     transfers: dict[str, list[Transfer]] = defaultdict(list)
-    for t in session.exec(select(Transfer).join(Job, col(Job.id) == col(Transfer.job_id)).where(Job.epoch == n)).all():
+    for t in session.exec(
+        select(Transfer).join(Job, col(Job.id) == col(Transfer.job_id)).where(Job.epoch == n)
+    ).all():
         transfers[t.job_id or ""].append(t)
     earned, fees, charged = _cumulative(session, n)
-    leaves = [{"account": Web3.to_checksum_address(a), "cumulative_wei": str(v)} for a, v in sorted(earned.items()) if v > 0]
+    leaves = [
+        {"account": Web3.to_checksum_address(a), "cumulative_wei": str(v)}
+        for a, v in sorted(earned.items())
+        if v > 0
+    ]
     tree = merkle.build([(leaf["account"], int(leaf["cumulative_wei"])) for leaf in leaves])
     payout = sum(earned.values())
     redeemed = sum(charged.values())
     if payout + fees != redeemed:
-        raise InvariantViolation(f"epoch_conserves: payout {payout} + fees {fees} != charged {redeemed}")
+        raise InvariantViolation(
+            f"epoch_conserves: payout {payout} + fees {fees} != charged {redeemed}"
+        )
     previous = session.get(Epoch, n - 1)
     entries = [_job_entry(j, _votes(session, j.id), transfers[j.id]) for j in jobs]
     d = ctx.deployment
@@ -164,7 +183,12 @@ def build_document(session: Session, ctx: Context, epoch: Epoch) -> dict[str, An
         "epoch": n,
         "closed_at": epoch.closed_at,
         "chain_id": d.chain_id,
-        "contracts": {"vault": d.vault, "registry": d.registry, "settlement": d.settlement, "token": d.token},
+        "contracts": {
+            "vault": d.vault,
+            "registry": d.registry,
+            "settlement": d.settlement,
+            "token": d.token,
+        },
         "fee_bps": ctx.settings.fee_bps,
         "jobs": entries,
         "vouchers": _vouchers(session, n, charged),
@@ -204,7 +228,11 @@ def settle_on_chain(ctx: Context, doc: dict[str, Any], file_hash: bytes) -> int:
     for v in doc["vouchers"]:
         target = int(v["redeem_cumulative_wei"])
         if target > int(chain.call(chain.vault.functions.redeemedOf(v["client"]), "redeemedOf")):
-            voucher = (Web3.to_checksum_address(v["client"]), int(v["cumulative_amount_wei"]), int(v["expiry"]))
+            voucher = (
+                Web3.to_checksum_address(v["client"]),
+                int(v["cumulative_amount_wei"]),
+                int(v["expiry"]),
+            )
             items.append((voucher, bytes.fromhex(v["signature"].removeprefix("0x")), target))
     size = ctx.settings.redeem_batch_size
     for start in range(0, len(items), size):
@@ -214,12 +242,18 @@ def settle_on_chain(ctx: Context, doc: dict[str, Any], file_hash: bytes) -> int:
     if last >= n:
         posted_root = bytes(chain.call(chain.settlement.functions.epochs(n), "epochs")[0])
         if posted_root != root:
-            raise InvariantViolation(f"epoch {n} is on chain with root 0x{posted_root.hex()}, not {doc['root']}")
+            raise InvariantViolation(
+                f"epoch {n} is on chain with root 0x{posted_root.hex()}, not {doc['root']}"
+            )
         return chain.gas_used - gas_before
     totals = doc["totals"]
     chain.transact(
         chain.settlement.functions.postEpoch(
-            n, root, file_hash, int(totals["cumulative_payout_wei"]), int(totals["cumulative_fees_wei"])
+            n,
+            root,
+            file_hash,
+            int(totals["cumulative_payout_wei"]),
+            int(totals["cumulative_fees_wei"]),
         ),
         "postEpoch",
     )
@@ -250,6 +284,11 @@ def close_epoch(ctx: Context) -> EpochOutcome | None:
         session.add(row)
     logger.info("epoch %d posted: %d jobs, root %s", epoch.number, len(doc["jobs"]), doc["root"])
     return EpochOutcome(
-        epoch.number, len(doc["jobs"]), doc["root"], "0x" + digest.hex(),
-        int(doc["totals"]["cumulative_payout_wei"]), int(doc["totals"]["cumulative_fees_wei"]), gas,
+        epoch.number,
+        len(doc["jobs"]),
+        doc["root"],
+        "0x" + digest.hex(),
+        int(doc["totals"]["cumulative_payout_wei"]),
+        int(doc["totals"]["cumulative_fees_wei"]),
+        gas,
     )

@@ -38,7 +38,8 @@ def balances_match_transfers(session: Session) -> None:
     for a in accounts:
         if derived[a.id] != a.balance_wei:
             raise InvariantViolation(
-                f"balances_match_transfers: {a.id} stores {a.balance_wei}, transfers give {derived[a.id]}",
+                f"balances_match_transfers: {a.id} stores "
+                f"{a.balance_wei}, transfers give {derived[a.id]}",
                 account=a.id,
             )
 

@@ -49,11 +49,16 @@ def _manifest(ctx: Context, model_hash: str) -> Manifest:
     return manifest
 
 
-def _decode_inputs(ctx: Context, manifest: Manifest, wire: dict[str, Any]) -> tuple[dict[str, Any], int]:
+def _decode_inputs(
+    ctx: Context, manifest: Manifest, wire: dict[str, Any]
+) -> tuple[dict[str, Any], int]:
     if not isinstance(wire, dict):
         raise InvalidRequest("inputs must be an object of named tensors", code="invalid_tensor")
     try:
-        arrays = {str(k): tensors.decode(v, max_bytes=ctx.settings.max_tensor_bytes) for k, v in wire.items()}
+        arrays = {
+            str(k): tensors.decode(v, max_bytes=ctx.settings.max_tensor_bytes)
+            for k, v in wire.items()
+        }
         return arrays, manifest.validate_inputs(arrays)
     except ProtocolError as exc:
         raise InvalidRequest(exc.detail, code=exc.code) from exc
@@ -61,15 +66,21 @@ def _decode_inputs(ctx: Context, manifest: Manifest, wire: dict[str, Any]) -> tu
 
 def _check_voucher(ctx: Context, req: JobRequest) -> tuple[Voucher, bytes]:
     if req.cumulative_amount_wei <= 0 or req.cumulative_amount_wei >= 2**256:
-        raise VoucherInvalid("the voucher's cumulative amount is out of range", code="voucher_amount")
+        raise VoucherInvalid(
+            "the voucher's cumulative amount is out of range", code="voucher_amount"
+        )
     voucher = Voucher(req.client, req.cumulative_amount_wei, req.expiry)
     try:
         sig = bytes.fromhex(req.signature.removeprefix("0x"))
         signer = recover_voucher(ctx.deployment.vault_domain, voucher, sig)
     except (ValueError, ProtocolError) as exc:
-        raise VoucherInvalid(f"the voucher signature is invalid: {exc}", code="voucher_signature") from exc
+        raise VoucherInvalid(
+            f"the voucher signature is invalid: {exc}", code="voucher_signature"
+        ) from exc
     if signer != req.client:
-        raise VoucherInvalid(f"the voucher is signed by {signer}, not {req.client}", code="voucher_signature")
+        raise VoucherInvalid(
+            f"the voucher is signed by {signer}, not {req.client}", code="voucher_signature"
+        )
     if req.expiry < int(time.time()) + ctx.settings.voucher_min_ttl_s:
         raise VoucherInvalid(
             f"the voucher expires too soon: at least {ctx.settings.voucher_min_ttl_s} s are needed",
@@ -80,7 +91,11 @@ def _check_voucher(ctx: Context, req: JobRequest) -> tuple[Voucher, bytes]:
 
 def _sync_deposits(session: Session, ctx: Context, client: Client) -> None:
     """Bring the journal up to the client's total deposits on chain (idempotent by total)."""
-    total = int(ctx.chain.call(ctx.chain.vault.functions.totalDepositedOf(client.address), "totalDepositedOf"))
+    total = int(
+        ctx.chain.call(
+            ctx.chain.vault.functions.totalDepositedOf(client.address), "totalDepositedOf"
+        )
+    )
     if total > client.deposited_wei:
         journal.post(
             session,
@@ -97,7 +112,14 @@ def _sync_deposits(session: Session, ctx: Context, client: Client) -> None:
 
 
 def _hold(session: Session, ctx: Context, client: Client, jid: str, price: int) -> None:
-    spec = TransferSpec(f"hold:{jid}", journal.client_account(client.address), journal.ESCROW, price, TransferKind.HOLD, jid)
+    spec = TransferSpec(
+        f"hold:{jid}",
+        journal.client_account(client.address),
+        journal.ESCROW,
+        price,
+        TransferKind.HOLD,
+        jid,
+    )
     try:  # post() refuses before it changes anything, so a retry needs no savepoint
         journal.post(session, spec)
         return
@@ -107,7 +129,8 @@ def _hold(session: Session, ctx: Context, client: Client, jid: str, price: int) 
         journal.post(session, spec)
     except InsufficientFunds as exc:
         raise PaymentRequired(
-            f"the deposit does not cover {price} wei more: {exc.data.get('available', 0)} wei available",
+            f"the deposit does not cover {price} wei more: "
+            f"{exc.data.get('available', 0)} wei available",
             needed=price,
             available=exc.data.get("available", 0),
         ) from exc
@@ -137,14 +160,18 @@ def create_job(session: Session, ctx: Context, req: JobRequest) -> tuple[Job, bo
     committed = client.deposited_wei - journal.balance(session, journal.client_account(req.client))
     if voucher.cumulative_amount < committed + price:
         raise VoucherInvalid(
-            f"the voucher covers {voucher.cumulative_amount} wei; {committed + price} wei are owed with this job",
+            f"the voucher covers {voucher.cumulative_amount} "
+            f"wei; {committed + price} wei are owed with this job",
             code="voucher_too_low",
             needed=committed + price,
         )
     _hold(session, ctx, client, jid, price)
     workers = scheduler.choose(session, ctx, ctx.settings.replicas)
     if len(workers) < ctx.settings.replicas:
-        raise NoCapacity(f"{len(workers)} eligible workers of distinct contributors; {ctx.settings.replicas} needed")
+        raise NoCapacity(
+            f"{len(workers)} eligible workers of distinct "
+            f"contributors; {ctx.settings.replicas} needed"
+        )
     client.max_voucher_wei = voucher.cumulative_amount
     session.add(client)
     job = Job(

@@ -106,7 +106,8 @@ def post(session: Session, spec: TransferSpec) -> PostResult:
     credit = _locked_account(session, spec.credit)
     if debit.kind != AccountKind.SYSTEM and debit.balance_wei < spec.amount_wei:
         raise InsufficientFunds(
-            f"{spec.debit} holds {debit.balance_wei} wei, transfer {spec.id} needs {spec.amount_wei}",
+            f"{spec.debit} holds {debit.balance_wei} wei, "
+            f"transfer {spec.id} needs {spec.amount_wei}",
             account=spec.debit,
             needed=spec.amount_wei,
             available=debit.balance_wei,

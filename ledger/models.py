@@ -132,7 +132,9 @@ class Epoch(SQLModel, table=True):
     closed_at: int = Field(default_factory=now_s)
     root: str | None = Field(default=None, max_length=66)
     file_hash: str | None = Field(default=None, max_length=66)
-    cumulative_payout_wei: int = Field(default=0, sa_column=Column(Wei(), nullable=False, default=0))
+    cumulative_payout_wei: int = Field(
+        default=0, sa_column=Column(Wei(), nullable=False, default=0)
+    )
     cumulative_fees_wei: int = Field(default=0, sa_column=Column(Wei(), nullable=False, default=0))
     jobs: int = 0
     post_tx: str | None = Field(default=None, max_length=66)

@@ -34,16 +34,31 @@ class ReconcileReport:
     job_ids: list[str] = field(default_factory=list)
 
 
-def _accept(session: Session, ctx: Context, job: Job, votes: list[Assignment], winner: tuple[str, str]) -> None:
+def _accept(
+    session: Session, ctx: Context, job: Job, votes: list[Assignment], winner: tuple[str, str]
+) -> None:
     agreeing = [v for v in votes if (v.fingerprint, v.result_hash) == winner]
-    shares, fee = split(job.price_wei, ctx.settings.fee_bps, sorted(v.contributor for v in agreeing))
+    shares, fee = split(
+        job.price_wei, ctx.settings.fee_bps, sorted(v.contributor for v in agreeing)
+    )
     specs = [
-        TransferSpec(f"pay:{job.id}:{c.lower()}", journal.ESCROW, journal.contributor_account(c), amount, TransferKind.PAY, job.id)
+        TransferSpec(
+            f"pay:{job.id}:{c.lower()}",
+            journal.ESCROW,
+            journal.contributor_account(c),
+            amount,
+            TransferKind.PAY,
+            job.id,
+        )
         for c, amount in shares.items()
         if amount > 0
     ]
     if fee > 0:
-        specs.append(TransferSpec(f"fee:{job.id}", journal.ESCROW, journal.TREASURY, fee, TransferKind.FEE, job.id))
+        specs.append(
+            TransferSpec(
+                f"fee:{job.id}", journal.ESCROW, journal.TREASURY, fee, TransferKind.FEE, job.id
+            )
+        )
     journal.post_all(session, specs)
     job.status = JobStatus.ACCEPTED
     job.fingerprint, job.result_hash = winner
@@ -53,7 +68,14 @@ def _accept(session: Session, ctx: Context, job: Job, votes: list[Assignment], w
 def _fail(session: Session, job: Job, reason: str) -> None:
     journal.post(
         session,
-        TransferSpec(f"refund:{job.id}", journal.ESCROW, journal.client_account(job.client), job.price_wei, TransferKind.REFUND, job.id),
+        TransferSpec(
+            f"refund:{job.id}",
+            journal.ESCROW,
+            journal.client_account(job.client),
+            job.price_wei,
+            TransferKind.REFUND,
+            job.id,
+        ),
     )
     job.status = JobStatus.FAILED
     job.failure = reason
@@ -61,15 +83,21 @@ def _fail(session: Session, job: Job, reason: str) -> None:
 
 def decide(session: Session, ctx: Context, job: Job, report: ReconcileReport) -> None:
     votes = list(
-        session.exec(select(Assignment).where(Assignment.job_id == job.id, Assignment.status == AssignmentStatus.SUBMITTED)).all()
+        session.exec(
+            select(Assignment).where(
+                Assignment.job_id == job.id, Assignment.status == AssignmentStatus.SUBMITTED
+            )
+        ).all()
     )
     tally = Counter((v.fingerprint or "", v.result_hash or "") for v in votes)
-    (winner, count), = tally.most_common(1)
+    ((winner, count),) = tally.most_common(1)
     if count == len(votes):
         _accept(session, ctx, job, votes, winner)
         report.accepted += 1
     elif len(votes) < ctx.settings.max_replicas and (
-        extra := scheduler.choose(session, ctx, 1, exclude_contributors={v.contributor for v in votes})
+        extra := scheduler.choose(
+            session, ctx, 1, exclude_contributors={v.contributor for v in votes}
+        )
     ):
         scheduler.assign(session, ctx, job.id, extra)
         job.status = JobStatus.PENDING
@@ -91,7 +119,10 @@ def decide(session: Session, ctx: Context, job: Job, report: ReconcileReport) ->
 def reconcile_batch(session: Session, ctx: Context, limit: int) -> ReconcileReport:
     report = ReconcileReport()
     jobs = session.exec(
-        select(Job).where(Job.status == JobStatus.SUBMITTED).order_by(col(Job.created_at)).limit(limit)
+        select(Job)
+        .where(Job.status == JobStatus.SUBMITTED)
+        .order_by(col(Job.created_at))
+        .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
     for job in jobs:

@@ -45,7 +45,12 @@ def assign(session: Session, ctx: Context, job_id: str, workers: list[Worker]) -
     deadline = int(time.time()) + ctx.settings.assignment_deadline_s
     for worker in workers:
         session.add(
-            Assignment(job_id=job_id, worker=worker.address, contributor=worker.contributor, deadline=deadline)
+            Assignment(
+                job_id=job_id,
+                worker=worker.address,
+                contributor=worker.contributor,
+                deadline=deadline,
+            )
         )
 
 

@@ -41,7 +41,9 @@ def close_epoch() -> int | None:
     """Close and settle the next epoch; one at a time across all Celery workers."""
     ctx = context()
     lock = redis.Redis.from_url(ctx.settings.redis_url).lock(
-        f"{ctx.settings.celery_queue}:close-epoch", timeout=ctx.settings.epoch_lock_timeout_s, blocking=False
+        f"{ctx.settings.celery_queue}:close-epoch",
+        timeout=ctx.settings.epoch_lock_timeout_s,
+        blocking=False,
     )
     if not lock.acquire():
         logger.info("another worker is closing an epoch")

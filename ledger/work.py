@@ -78,7 +78,9 @@ def _outputs(ctx: Context, job: Job, wire: Any) -> dict[str, Any]:
     manifest = ctx.models[job.model_hash.removeprefix("0x")]
     if not isinstance(wire, dict) or set(wire) != {o.name for o in manifest.outputs}:
         raise Refusal("invalid_outputs", "outputs must name exactly the model's outputs")
-    arrays = {k: tensors.decode(v, max_bytes=ctx.settings.max_tensor_bytes) for k, v in wire.items()}
+    arrays = {
+        k: tensors.decode(v, max_bytes=ctx.settings.max_tensor_bytes) for k, v in wire.items()
+    }
     for spec in manifest.outputs:
         a = arrays[spec.name]
         want = (job.rows, *spec.shape[1:])
@@ -100,14 +102,24 @@ def _check_item(session: Session, ctx: Context, worker: Worker, item: dict[str, 
     claimed = _hex32(item.get("result_hash"), "result_hash")
     try:
         fingerprint = Fingerprint.from_dict(item["fingerprint"])
-        inputs = {k: tensors.decode(v, max_bytes=ctx.settings.max_tensor_bytes)
-                  for k, v in json.loads(job.inputs_json).items()}
+        inputs = {
+            k: tensors.decode(v, max_bytes=ctx.settings.max_tensor_bytes)
+            for k, v in json.loads(job.inputs_json).items()
+        }
         outputs = _outputs(ctx, job, item.get("outputs"))
         model = bytes.fromhex(job.model_hash.removeprefix("0x"))
         computed = hashing.result_hash(model, inputs, outputs)
-        att = Attestation(bytes.fromhex(jid[2:]), model, bytes.fromhex(job.input_hash[2:]), claimed, fingerprint.digest())
+        att = Attestation(
+            bytes.fromhex(jid[2:]),
+            model,
+            bytes.fromhex(job.input_hash[2:]),
+            claimed,
+            fingerprint.digest(),
+        )
         signer = recover_attestation(
-            ctx.deployment.registry_domain, att, bytes.fromhex(str(item.get("signature", "")).removeprefix("0x"))
+            ctx.deployment.registry_domain,
+            att,
+            bytes.fromhex(str(item.get("signature", "")).removeprefix("0x")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise Refusal("invalid_field", f"malformed submission: {exc}") from exc
@@ -143,15 +155,26 @@ def submit(
                 raise Refusal("invalid_field", "each result must be an object")
             assignment = _check_item(session, ctx, worker, item)
         except Refusal as refusal:
-            results.append({"job_id": job_ref, "status": "refused", "error": refusal.code, "detail": refusal.detail})
+            results.append(
+                {
+                    "job_id": job_ref,
+                    "status": "refused",
+                    "error": refusal.code,
+                    "detail": refusal.detail,
+                }
+            )
             continue
         touched.add(assignment.job_id)
-        results.append({"job_id": assignment.job_id, "status": "accepted", "error": None, "detail": ""})
+        results.append(
+            {"job_id": assignment.job_id, "status": "accepted", "error": None, "detail": ""}
+        )
     session.flush()
     ready = 0
     for jid in touched:
         open_left = session.exec(
-            select(Assignment).where(Assignment.job_id == jid, Assignment.status == AssignmentStatus.ASSIGNED)
+            select(Assignment).where(
+                Assignment.job_id == jid, Assignment.status == AssignmentStatus.ASSIGNED
+            )
         ).first()
         if open_left is None:
             job = session.get(Job, jid)

@@ -162,7 +162,9 @@ def registration_message(worker: str, contributor: str, deadline: int) -> dict[s
 def sign_registration(
     domain: Domain, worker: str, contributor: str, deadline: int, key: bytes
 ) -> bytes:
-    return sign(domain, REGISTRATION_TYPES, registration_message(worker, contributor, deadline), key)
+    return sign(
+        domain, REGISTRATION_TYPES, registration_message(worker, contributor, deadline), key
+    )
 
 
 def job_id(vault: str, client: str, cumulative_amount: int) -> bytes:

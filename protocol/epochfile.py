@@ -17,9 +17,9 @@ FORMAT = "inferledger-epoch/v1"
 
 
 def canonical_bytes(document: dict[str, Any]) -> bytes:
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    ).encode("ascii")
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
+        "ascii"
+    )
 
 
 def file_hash(raw: bytes) -> bytes:

@@ -45,11 +45,11 @@ def tensor_bytes(name: str, array: npt.NDArray[Any]) -> bytes:
     u64 dims (all big-endian), then the raw little-endian element bytes in C order."""
     encoded = name.encode("utf-8")
     dtype = dtype_name(array)
-    le = np.ascontiguousarray(array, dtype=DTYPES[dtype][0])
+    le = np.asarray(array, dtype=DTYPES[dtype][0])  # keeps rank 0 (ascontiguousarray makes it 1)
     header = struct.pack(">H", len(encoded)) + encoded
     header += struct.pack(">BB", dtype_code(dtype), le.ndim)
     header += b"".join(struct.pack(">Q", d) for d in le.shape)
-    return header + le.tobytes()
+    return header + le.tobytes(order="C")
 
 
 def _rows(tensors: Tensors) -> int:
@@ -65,8 +65,7 @@ def _row_parts(tensors: Tensors, row: int) -> bytes:
 
 def input_row_hashes(inputs: Tensors) -> list[bytes]:
     return [
-        hashlib.sha256(TAG_INPUT_ROW + _row_parts(inputs, i)).digest()
-        for i in range(_rows(inputs))
+        hashlib.sha256(TAG_INPUT_ROW + _row_parts(inputs, i)).digest() for i in range(_rows(inputs))
     ]
 
 

@@ -44,20 +44,27 @@ class Manifest:
         """Check names, dtypes and shapes against the manifest; return the number of rows."""
         expected = {spec.name for spec in self.inputs}
         if set(inputs) != expected:
-            raise TensorError(f"model {self.name} takes inputs {sorted(expected)}, got {sorted(inputs)}")
+            raise TensorError(
+                f"model {self.name} takes inputs {sorted(expected)}, got {sorted(inputs)}"
+            )
         rows: set[int] = set()
         for spec in self.inputs:
             array = inputs[spec.name]
             if str(array.dtype) != spec.dtype:
                 raise TensorError(f"input {spec.name} must be {spec.dtype}, got {array.dtype}")
             if array.ndim != len(spec.shape) or any(
-                want != -1 and want != got for want, got in zip(spec.shape, array.shape, strict=True)
+                want != -1 and want != got
+                for want, got in zip(spec.shape, array.shape, strict=True)
             ):
-                raise TensorError(f"input {spec.name} must have shape {list(spec.shape)}, got {list(array.shape)}")
+                raise TensorError(
+                    f"input {spec.name} must have shape {list(spec.shape)}, got {list(array.shape)}"
+                )
             rows.add(int(array.shape[0]))
         (count,) = rows if len(rows) == 1 else (0,)
         if not 1 <= count <= self.max_batch_rows:
-            raise TensorError(f"a job must have between 1 and {self.max_batch_rows} rows, got {count}")
+            raise TensorError(
+                f"a job must have between 1 and {self.max_batch_rows} rows, got {count}"
+            )
         return count
 
     def price_wei(self, rows: int) -> int:
@@ -65,7 +72,10 @@ class Manifest:
 
 
 def _specs(items: Any) -> tuple[TensorSpec, ...]:
-    return tuple(TensorSpec(str(i["name"]), str(i["dtype"]), tuple(int(d) for d in i["shape"])) for i in items)
+    return tuple(
+        TensorSpec(str(i["name"]), str(i["dtype"]), tuple(int(d) for d in i["shape"]))
+        for i in items
+    )
 
 
 def load_manifest(directory: Path, *, verify_file: bool = True) -> Manifest:
@@ -88,7 +98,9 @@ def load_manifest(directory: Path, *, verify_file: bool = True) -> Manifest:
     if verify_file:
         actual = hashlib.sha256(manifest.path.read_bytes()).hexdigest()
         if actual != manifest.sha256:
-            raise ManifestError(f"{manifest.path} has sha256 {actual}, manifest says {manifest.sha256}")
+            raise ManifestError(
+                f"{manifest.path} has sha256 {actual}, manifest says {manifest.sha256}"
+            )
     return manifest
 
 

@@ -18,7 +18,9 @@ from protocol.errors import ProofError
 
 
 def leaf_hash(account: str, cumulative_amount: int) -> bytes:
-    inner = keccak(abi_encode(["address", "uint256"], [to_checksum_address(account), cumulative_amount]))
+    inner = keccak(
+        abi_encode(["address", "uint256"], [to_checksum_address(account), cumulative_amount])
+    )
     return bytes(keccak(inner))
 
 
@@ -63,7 +65,10 @@ def build(values: Sequence[tuple[str, int]]) -> Tree:
     if len(set(accounts)) != len(accounts):
         raise ProofError("an account may appear once in an epoch tree")
     hashed = sorted(
-        ((leaf_hash(a, amt), (a, amt)) for a, amt in zip(accounts, (v for _, v in values), strict=True)),
+        (
+            (leaf_hash(a, amt), (a, amt))
+            for a, amt in zip(accounts, (v for _, v in values), strict=True)
+        ),
         key=lambda item: item[0],
     )
     n = len(hashed)

@@ -22,4 +22,4 @@ def split(price_wei: int, fee_bps: int, contributors: Sequence[str]) -> tuple[di
         return {}, price_wei
     fee = price_wei * fee_bps // BPS
     each, remainder = divmod(price_wei - fee, len(contributors))
-    return {c: each for c in contributors}, fee + remainder
+    return dict.fromkeys(contributors, each), fee + remainder

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from typing import Any
 
 import numpy as np
@@ -43,11 +44,11 @@ def dtype_name(array: npt.NDArray[Any]) -> str:
 def encode(array: npt.NDArray[Any]) -> dict[str, Any]:
     """Encode an array as its wire form (little-endian, C order)."""
     name = dtype_name(array)
-    le = np.ascontiguousarray(array, dtype=DTYPES[name][0])
+    le = np.asarray(array, dtype=DTYPES[name][0])  # keeps rank 0 (ascontiguousarray makes it 1)
     return {
         "dtype": name,
         "shape": list(le.shape),
-        "data": base64.b64encode(le.tobytes()).decode("ascii"),
+        "data": base64.b64encode(le.tobytes(order="C")).decode("ascii"),
     }
 
 
@@ -69,7 +70,7 @@ def decode(obj: Any, *, max_bytes: int) -> npt.NDArray[Any]:
         raise TensorError(f"tensor shape must be a list of at most {MAX_RANK} non-negative ints")
     if not isinstance(data, str):
         raise TensorError("tensor data must be a base64 string")
-    expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize if shape else np_dtype.itemsize
+    expected = math.prod(shape) * np_dtype.itemsize  # Python ints: a huge shape cannot wrap
     if expected > max_bytes or len(data) > (max_bytes * 4) // 3 + 4:
         raise TensorError(f"tensor of {expected} bytes exceeds the limit of {max_bytes} bytes")
     try:
@@ -78,7 +79,10 @@ def decode(obj: Any, *, max_bytes: int) -> npt.NDArray[Any]:
         raise TensorError("tensor data is not valid base64") from exc
     if len(raw) != expected:
         raise TensorError(f"tensor data has {len(raw)} bytes; shape {shape} needs {expected}")
-    array = np.frombuffer(raw, dtype=np_dtype).reshape(shape)
+    try:
+        array = np.frombuffer(raw, dtype=np_dtype).reshape(shape)
+    except ValueError as exc:  # e.g. an empty tensor with a dimension numpy cannot index
+        raise TensorError(f"tensor shape {shape} is not representable") from exc
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise TensorError("tensor contains NaN or infinity")
     return array

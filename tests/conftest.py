@@ -51,7 +51,18 @@ def hardhat_rpc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail("contracts are not compiled: run `make contracts` (make test does)")
     port = free_port()
     with Processes(tmp_path_factory.mktemp("hardhat-logs")) as procs:
-        procs.start("hardhat", [str(REPO_ROOT / "node_modules" / ".bin" / "hardhat"), "node", "--hostname", "127.0.0.1", "--port", str(port)], cwd=REPO_ROOT)
+        procs.start(
+            "hardhat",
+            [
+                str(REPO_ROOT / "node_modules" / ".bin" / "hardhat"),
+                "node",
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+        )
         url = f"http://127.0.0.1:{port}"
         wait_until("the Hardhat node", rpc_ok(url), 90)
         yield url
@@ -63,7 +74,9 @@ def chain(hardhat_rpc: str) -> Chain:
     w3 = connect(hardhat_rpc)
     keys = dev_keys(10)
     treasury = w3.eth.account.from_key(keys[2]).address
-    deployment, _ = deploy(w3, ARTIFACTS, keys[0], treasury=treasury, min_stake_wei=50 * TOKEN, challenge_window_s=2)
+    deployment, _ = deploy(
+        w3, ARTIFACTS, keys[0], treasury=treasury, min_stake_wei=50 * TOKEN, challenge_window_s=2
+    )
     return Chain(w3, hardhat_rpc, deployment, keys)
 
 

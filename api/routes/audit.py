@@ -19,9 +19,16 @@ router = APIRouter(prefix="/v1/epochs", tags=["audit"])
 
 def _public(e: Epoch) -> EpochPublic:
     return EpochPublic(
-        number=e.number, status=e.status, jobs=e.jobs, root=e.root, file_hash=e.file_hash,
-        cumulative_payout_wei=str(e.cumulative_payout_wei), cumulative_fees_wei=str(e.cumulative_fees_wei),
-        gas_used=e.gas_used, closed_at=e.closed_at, posted_at=e.posted_at,
+        number=e.number,
+        status=e.status,
+        jobs=e.jobs,
+        root=e.root,
+        file_hash=e.file_hash,
+        cumulative_payout_wei=str(e.cumulative_payout_wei),
+        cumulative_fees_wei=str(e.cumulative_fees_wei),
+        gas_used=e.gas_used,
+        closed_at=e.closed_at,
+        posted_at=e.posted_at,
     )
 
 
@@ -60,6 +67,9 @@ def get_proof(number: int, account: str, session: SessionDep, ctx: ContextDep) -
     except ProofError as exc:
         raise NotFound(f"{account} earned nothing up to epoch {number}") from exc
     return ProofPublic(
-        epoch=number, account=account, cumulative_wei=str(tree.amount_of(account)),
-        proof=["0x" + p.hex() for p in proof], root="0x" + tree.root.hex(),
+        epoch=number,
+        account=account,
+        cumulative_wei=str(tree.amount_of(account)),
+        proof=["0x" + p.hex() for p in proof],
+        root="0x" + tree.root.hex(),
     )

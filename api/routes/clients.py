@@ -25,9 +25,13 @@ POLL_INTERVAL_S = 0.02
 def models(ctx: ContextDep) -> list[ModelPublic]:
     return [
         ModelPublic(
-            model_hash="0x" + m.sha256, name=m.name, version=m.version,
-            inputs=[s.__dict__ for s in m.inputs], outputs=[s.__dict__ for s in m.outputs],
-            max_batch_rows=m.max_batch_rows, price_per_row_wei=str(m.price_per_row_wei),
+            model_hash="0x" + m.sha256,
+            name=m.name,
+            version=m.version,
+            inputs=[s.__dict__ for s in m.inputs],
+            outputs=[s.__dict__ for s in m.outputs],
+            max_batch_rows=m.max_batch_rows,
+            price_per_row_wei=str(m.price_per_row_wei),
             tolerance_abs=m.tolerance_abs,
         )
         for m in ctx.models.values()
@@ -37,35 +41,62 @@ def models(ctx: ContextDep) -> list[ModelPublic]:
 @router.get("/chain", response_model=ChainPublic)
 def chain(ctx: ContextDep) -> ChainPublic:
     d = ctx.deployment
-    return ChainPublic(chain_id=d.chain_id, token=d.token, vault=d.vault, registry=d.registry, settlement=d.settlement)
+    return ChainPublic(
+        chain_id=d.chain_id,
+        token=d.token,
+        vault=d.vault,
+        registry=d.registry,
+        settlement=d.settlement,
+    )
 
 
 def job_public(session: Session, job: Job) -> JobPublic:
     votes = session.exec(
-        select(Assignment).where(Assignment.job_id == job.id, Assignment.status == AssignmentStatus.SUBMITTED)
+        select(Assignment)
+        .where(Assignment.job_id == job.id, Assignment.status == AssignmentStatus.SUBMITTED)
         .order_by(col(Assignment.worker))
     ).all()
     decided = job.status in (JobStatus.ACCEPTED, JobStatus.FAILED)
     return JobPublic(
-        job_id=job.id, status=job.status, client=job.client, model_hash=job.model_hash,
-        input_hash=job.input_hash, rows=job.rows, price_wei=str(job.price_wei),
-        voucher_cumulative_wei=str(job.voucher_cumulative_wei), result_hash=job.result_hash,
-        fingerprint=job.fingerprint, outputs=json.loads(job.outputs_json) if job.outputs_json else None,
-        failure=job.failure, epoch=job.epoch,
+        job_id=job.id,
+        status=job.status,
+        client=job.client,
+        model_hash=job.model_hash,
+        input_hash=job.input_hash,
+        rows=job.rows,
+        price_wei=str(job.price_wei),
+        voucher_cumulative_wei=str(job.voucher_cumulative_wei),
+        result_hash=job.result_hash,
+        fingerprint=job.fingerprint,
+        outputs=json.loads(job.outputs_json) if job.outputs_json else None,
+        failure=job.failure,
+        epoch=job.epoch,
         attestations=[
-            Vote(worker=v.worker, contributor=v.contributor, result_hash=v.result_hash or "",
-                 fingerprint=v.fingerprint or "", fingerprint_info=json.loads(v.fingerprint_json or "{}"),
-                 signature=v.signature or "")
+            Vote(
+                worker=v.worker,
+                contributor=v.contributor,
+                result_hash=v.result_hash or "",
+                fingerprint=v.fingerprint or "",
+                fingerprint_info=json.loads(v.fingerprint_json or "{}"),
+                signature=v.signature or "",
+            )
             for v in votes
-        ] if decided else [],
+        ]
+        if decided
+        else [],
     )
 
 
 @router.post("/jobs", response_model=JobPublic, status_code=202)
-def submit_job(body: JobCreate, session: SessionDep, ctx: ContextDep, response: Response) -> JobPublic:
+def submit_job(
+    body: JobCreate, session: SessionDep, ctx: ContextDep, response: Response
+) -> JobPublic:
     req = JobRequest(
-        model_hash=body.model, inputs=body.inputs, client=body.voucher.client,
-        cumulative_amount_wei=int(body.voucher.cumulative_amount_wei), expiry=body.voucher.expiry,
+        model_hash=body.model,
+        inputs=body.inputs,
+        client=body.voucher.client,
+        cumulative_amount_wei=int(body.voucher.cumulative_amount_wei),
+        expiry=body.voucher.expiry,
         signature=body.signature,
     )
     job, created = create_job(session, ctx, req)
@@ -95,11 +126,16 @@ def client_balance(address: str, session: SessionDep) -> ClientPublic:
     client = session.get(Client, address) or Client(address=address)
     available = journal.balance(session, journal.client_account(address))
     open_jobs = session.exec(
-        select(Job).where(Job.client == address, col(Job.status).in_([JobStatus.PENDING, JobStatus.SUBMITTED]))
+        select(Job).where(
+            Job.client == address, col(Job.status).in_([JobStatus.PENDING, JobStatus.SUBMITTED])
+        )
     ).all()
     held = sum(j.price_wei for j in open_jobs)
     return ClientPublic(
-        address=address, deposited_wei=str(client.deposited_wei), available_wei=str(available),
-        held_wei=str(held), charged_wei=str(client.deposited_wei - available - held),
+        address=address,
+        deposited_wei=str(client.deposited_wei),
+        available_wei=str(available),
+        held_wei=str(held),
+        charged_wei=str(client.deposited_wei - available - held),
         max_voucher_wei=str(client.max_voucher_wei),
     )

@@ -16,14 +16,20 @@ router = APIRouter(prefix="/v1/work", tags=["workers"])
 
 
 @router.get("")
-def get_work(worker: CurrentWorker, session: SessionDep, ctx: ContextDep, max: int = Query(16, ge=1)) -> dict[str, object]:
+def get_work(
+    worker: CurrentWorker, session: SessionDep, ctx: ContextDep, max: int = Query(16, ge=1)
+) -> dict[str, object]:
     return {"assignments": pull(session, ctx, worker, min(max, ctx.settings.pull_batch_max))}
 
 
 @router.post("/results", response_model=WorkResult)
-def post_results(body: WorkResult, worker: CurrentWorker, session: SessionDep, ctx: ContextDep) -> WorkResult:
+def post_results(
+    body: WorkResult, worker: CurrentWorker, session: SessionDep, ctx: ContextDep
+) -> WorkResult:
     if len(body.results) > ctx.settings.submit_batch_max:
-        raise InvalidRequest(f"at most {ctx.settings.submit_batch_max} results per batch", code="batch_too_large")
+        raise InvalidRequest(
+            f"at most {ctx.settings.submit_batch_max} results per batch", code="batch_too_large"
+        )
     results, ready = submit(session, ctx, worker, body.results)
     if ready:
         session.commit()  # the reconcile task must see these submissions

@@ -79,7 +79,9 @@ class ChainClient:
             return fn.call()
 
     def _allocate_nonce(self) -> int:
-        chain_next = self.w3.eth.get_transaction_count(self.address, "pending")
+        chain_next = self.w3.eth.get_transaction_count(
+            Web3.to_checksum_address(self.address), "pending"
+        )
         if self._next_nonce is None or chain_next > self._next_nonce:
             self._next_nonce = chain_next
         nonce = self._next_nonce
@@ -96,8 +98,12 @@ class ChainClient:
         with self._nonce_lock:
             nonce = self._allocate_nonce()
             tx = fn.build_transaction(
-                {**params, "nonce": nonce, "gas": int(estimated * 12 // 10) + 10_000,
-                 "chainId": self.deployment.chain_id}
+                {
+                    **params,
+                    "nonce": nonce,
+                    "gas": int(estimated * 12 // 10) + 10_000,
+                    "chainId": self.deployment.chain_id,
+                }
             )
             signed = self.account.sign_transaction(tx)
             try:
@@ -106,8 +112,10 @@ class ChainClient:
                 self._next_nonce = None  # resync from the chain on the next send
                 raise
         receipt = dict(self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout_s))
-        self.gas_used += int(receipt["gasUsed"])
+        self.gas_used += int(str(receipt["gasUsed"]))
         if receipt["status"] != 1:
             raise ChainError(f"{what}: transaction {tx_hash.hex()} failed")
-        logger.info("%s mined in block %s, gas %s", what, receipt["blockNumber"], receipt["gasUsed"])
+        logger.info(
+            "%s mined in block %s, gas %s", what, receipt["blockNumber"], receipt["gasUsed"]
+        )
         return receipt

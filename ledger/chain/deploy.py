@@ -27,7 +27,9 @@ def _deploy_one(w3: Web3, artifacts_dir: Path, name: str, key: str, *args: Any) 
         }
     )
     signed = account.sign_transaction(tx)
-    receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction))
+    receipt = w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(signed.raw_transaction)
+    )
     if receipt["status"] != 1 or not receipt["contractAddress"]:
         raise RuntimeError(f"deploying {name} failed")
     logger.info("deployed %s at %s (gas %s)", name, receipt["contractAddress"], receipt["gasUsed"])
@@ -48,7 +50,9 @@ def deploy(
     start_block = w3.eth.block_number
     token, g1 = _deploy_one(w3, artifacts_dir, "ComputeToken", admin_key, admin)
     vault, g2 = _deploy_one(w3, artifacts_dir, "PaymentVault", admin_key, token, admin)
-    registry, g3 = _deploy_one(w3, artifacts_dir, "StakeRegistry", admin_key, token, admin, min_stake_wei)
+    registry, g3 = _deploy_one(
+        w3, artifacts_dir, "StakeRegistry", admin_key, token, admin, min_stake_wei
+    )
     settlement, g4 = _deploy_one(
         w3, artifacts_dir, "EpochSettlement", admin_key, token, admin, treasury, challenge_window_s
     )

@@ -54,4 +54,6 @@ class ErrorDecoder:
             data = bytes.fromhex(raw.removeprefix("0x")) if raw else b""
             name, args = self.decode(data)
             label = name or (exc.message or "revert")
-            raise ChainError(f"{what} reverted: {label}{args if args else ''}", name=name, args=args) from exc
+            raise ChainError(
+                f"{what} reverted: {label}{args if args else ''}", name=name, args=args
+            ) from exc
