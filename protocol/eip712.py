@@ -12,11 +12,11 @@ refuses it on chain, so both sides accept exactly the same set of signatures.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+import coincurve
 from eth_abi import encode as abi_encode
-from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
 from protocol.errors import SignatureError
@@ -24,6 +24,11 @@ from protocol.errors import SignatureError
 VAULT_DOMAIN_NAME = "inferledger PaymentVault"
 REGISTRY_DOMAIN_NAME = "inferledger StakeRegistry"
 DOMAIN_VERSION = "1"
+DOMAIN_TYPEHASH = bytes(
+    keccak(
+        text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+    )
+)
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 VOUCHER_TYPES = {
@@ -103,36 +108,73 @@ class Attestation:
         }
 
 
-def _signable(domain: Domain, types: dict[str, Any], message: dict[str, Any]) -> Any:
-    return encode_typed_data(
-        domain_data=domain.as_dict(), message_types=types, message_data=message
+@lru_cache(maxsize=64)
+def domain_separator(domain: Domain) -> bytes:
+    return bytes(
+        keccak(
+            abi_encode(
+                ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+                [
+                    DOMAIN_TYPEHASH,
+                    keccak(text=domain.name),
+                    keccak(text=DOMAIN_VERSION),
+                    domain.chain_id,
+                    to_checksum_address(domain.verifying_contract),
+                ],
+            )
+        )
     )
 
 
+@lru_cache(maxsize=16)
+def _type_info(primary: str, fields: tuple[tuple[str, str], ...]) -> tuple[bytes, list[str]]:
+    """Typehash and ABI types of a flat struct of static fields (all of ours are)."""
+    signature = f"{primary}({','.join(f'{t} {n}' for n, t in fields)})"
+    return bytes(keccak(text=signature)), [t for _, t in fields]
+
+
 def digest(domain: Domain, types: dict[str, Any], message: dict[str, Any]) -> bytes:
-    """The 32-byte EIP-712 digest, as the contracts' ``hash*`` views compute it."""
-    signable = _signable(domain, types, message)
-    return bytes(keccak(b"\x19" + signable.version + signable.header + signable.body))
+    """The 32-byte EIP-712 digest, as the contracts' ``hash*`` views compute it:
+    ``keccak256(0x1901 ‖ domainSeparator ‖ keccak256(abi.encode(typehash, fields…)))``."""
+    ((primary, spec),) = types.items()
+    fields = tuple((f["name"], f["type"]) for f in spec)
+    typehash, abi_types = _type_info(primary, fields)
+    struct = keccak(
+        abi_encode(["bytes32", *abi_types], [typehash, *(message[n] for n, _ in fields)])
+    )
+    return bytes(keccak(b"\x19\x01" + domain_separator(domain) + struct))
 
 
-def sign(domain: Domain, types: dict[str, Any], message: dict[str, Any], key: bytes) -> bytes:
-    signed = Account.sign_message(_signable(domain, types, message), private_key=key)
-    return bytes(signed.signature)
+def sign_digest(digest32: bytes, key: bytes) -> bytes:
+    """65-byte ``r‖s‖v`` over a 32-byte digest (libsecp256k1 always yields low s)."""
+    rs_recid = coincurve.PrivateKey(key).sign_recoverable(digest32, hasher=None)
+    return rs_recid[:64] + bytes([rs_recid[64] + 27])
 
 
-def recover(domain: Domain, types: dict[str, Any], message: dict[str, Any], sig: bytes) -> str:
-    """The checksummed signer address; raises SignatureError on a malformed or high-s sig."""
+def recover_digest(digest32: bytes, sig: bytes) -> str:
+    """The checksummed signer of a 65-byte low-s signature over ``digest32``."""
     if len(sig) != 65:
         raise SignatureError(f"signature must be 65 bytes, got {len(sig)}")
-    s = int.from_bytes(sig[32:64], "big")
-    if s > SECP256K1_N // 2:
+    if int.from_bytes(sig[32:64], "big") > SECP256K1_N // 2:
         raise SignatureError("signature s value is in the upper half of the curve order")
     if sig[64] not in (27, 28):
         raise SignatureError("signature v must be 27 or 28")
     try:
-        return str(Account.recover_message(_signable(domain, types, message), signature=sig))
-    except Exception as exc:  # eth_keys raises several types for bad points
+        public = coincurve.PublicKey.from_signature_and_message(
+            sig[:64] + bytes([sig[64] - 27]), digest32, hasher=None
+        )
+    except Exception as exc:  # coincurve raises ValueError/Exception for bad points
         raise SignatureError("signature does not recover to an address") from exc
+    return str(to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:]))
+
+
+def sign(domain: Domain, types: dict[str, Any], message: dict[str, Any], key: bytes) -> bytes:
+    return sign_digest(digest(domain, types, message), key)
+
+
+def recover(domain: Domain, types: dict[str, Any], message: dict[str, Any], sig: bytes) -> str:
+    """The checksummed signer address; raises SignatureError on a malformed or high-s sig."""
+    return recover_digest(digest(domain, types, message), sig)
 
 
 def sign_voucher(domain: Domain, voucher: Voucher, key: bytes) -> bytes:
