@@ -24,6 +24,7 @@ from protocol.errors import ProtocolError
 from protocol.fingerprint import Fingerprint
 
 logger = logging.getLogger(__name__)
+FINGERPRINT_MAX_CHARS = 512  # the column Assignment.fingerprint_json
 
 
 def pull(session: Session, ctx: Context, worker: Worker, limit: int) -> list[dict[str, Any]]:
@@ -64,6 +65,14 @@ class Refusal(Exception):
         self.detail = detail
 
 
+class Duplicate(Exception):
+    """The same signed answer again (a retry after a lost response): accepted, no change."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
 def _hex32(value: Any, field: str) -> bytes:
     try:
         raw = bytes.fromhex(str(value).removeprefix("0x"))
@@ -97,8 +106,12 @@ def _check_item(session: Session, ctx: Context, worker: Worker, item: dict[str, 
     job = session.get(Job, jid)
     if assignment is None or job is None:
         raise Refusal("not_assigned", f"job {jid} is not assigned to this worker")
+    if assignment.status == AssignmentStatus.SUBMITTED and assignment.signature == item.get(
+        "signature"
+    ):
+        raise Duplicate(jid)  # a retry of the very same signed answer: idempotent
     if assignment.status != AssignmentStatus.ASSIGNED or job.status != JobStatus.PENDING:
-        raise Refusal("already_submitted", f"job {jid} already has this worker's answer")
+        raise Refusal("already_submitted", f"job {jid} already has another answer of this worker")
     claimed = _hex32(item.get("result_hash"), "result_hash")
     try:
         fingerprint = Fingerprint.from_dict(item["fingerprint"])
@@ -116,11 +129,8 @@ def _check_item(session: Session, ctx: Context, worker: Worker, item: dict[str, 
             claimed,
             fingerprint.digest(),
         )
-        signer = recover_attestation(
-            ctx.deployment.registry_domain,
-            att,
-            bytes.fromhex(str(item.get("signature", "")).removeprefix("0x")),
-        )
+        signature = bytes.fromhex(str(item.get("signature", "")).removeprefix("0x"))
+        signer = recover_attestation(ctx.deployment.registry_domain, att, signature)
     except (KeyError, TypeError, ValueError) as exc:
         raise Refusal("invalid_field", f"malformed submission: {exc}") from exc
     except ProtocolError as exc:
@@ -129,11 +139,13 @@ def _check_item(session: Session, ctx: Context, worker: Worker, item: dict[str, 
         raise Refusal("result_hash_mismatch", "the result hash does not commit to these outputs")
     if signer != worker.address:
         raise Refusal("bad_signature", f"the attestation is signed by {signer}")
+    if len(fingerprint.canonical()) > FINGERPRINT_MAX_CHARS:
+        raise Refusal("invalid_field", f"the fingerprint is over {FINGERPRINT_MAX_CHARS} characters")
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.result_hash = "0x" + claimed.hex()
     assignment.fingerprint = "0x" + fingerprint.digest().hex()
     assignment.fingerprint_json = fingerprint.canonical().decode()
-    assignment.signature = str(item["signature"])
+    assignment.signature = "0x" + signature.hex()  # canonical: fromhex() also skips spaces
     assignment.outputs_json = json.dumps(item["outputs"], separators=(",", ":"))
     assignment.submitted_at = int(time.time())
     session.add(assignment)
@@ -154,6 +166,11 @@ def submit(
             if not isinstance(item, dict):
                 raise Refusal("invalid_field", "each result must be an object")
             assignment = _check_item(session, ctx, worker, item)
+        except Duplicate as dup:
+            results.append(
+                {"job_id": dup.job_id, "status": "accepted", "error": None, "detail": "duplicate"}
+            )
+            continue
         except Refusal as refusal:
             results.append(
                 {
