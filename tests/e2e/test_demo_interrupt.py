@@ -1,0 +1,85 @@
+"""Ctrl-C in the middle of ``inferledger demo`` stops every process it started, and a demo
+without Redis says so and how to start it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from inferledger.procs import free_port
+from ledger.config import REPO_ROOT
+
+CLI = [sys.executable, "-m", "inferledger.cli", "demo"]
+
+
+def _read_until(
+    proc: subprocess.Popen[str], pattern: str, timeout_s: float
+) -> tuple[re.Match[str], str]:
+    seen = ""
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen += line
+        match = re.search(pattern, seen)
+        if match:
+            return match, seen
+    raise AssertionError(f"{pattern!r} not printed within {timeout_s} s; output:\n{seen}")
+
+
+@pytest.mark.e2e
+def test_demo_interrupted_stops_every_process(redis_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "INFERLEDGER_REDIS_URL": redis_url, "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [*CLI, "--requests", "400", "--data-dir", str(tmp_path / "demo")],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        rpc = _read_until(proc, r"Hardhat node on (http://127\.0\.0\.1:\d+)", 90)[0].group(1)
+        api = _read_until(proc, r"API on (http://127\.0\.0\.1:\d+)", 120)[0].group(1)
+        _read_until(proc, r"paid requests submitted", 120)  # mid-run: workers busy
+        assert httpx.get(f"{api}/healthz", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "every process was stopped" in out
+    for url in (rpc, api):  # nothing answers on the ports the demo used
+        with pytest.raises(httpx.TransportError):
+            httpx.post(url, json={}, timeout=2)
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True
+    )
+    assert leftover.stdout.strip() == "", f"processes left running: {leftover.stdout}"
+
+
+def test_demo_without_redis_says_how_to_start_it(tmp_path: Path) -> None:
+    env = {**os.environ, "INFERLEDGER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    done = subprocess.run(
+        [*CLI, "--requests", "1", "--data-dir", str(tmp_path / "demo")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "Redis is not reachable" in done.stderr + done.stdout
+    assert "redis-server --daemonize yes" in done.stderr + done.stdout
+    assert not (tmp_path / "demo" / "logs").exists()  # nothing was started
