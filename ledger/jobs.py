@@ -144,6 +144,9 @@ def create_job(session: Session, ctx: Context, req: JobRequest) -> tuple[Job, bo
     voucher, sig = _check_voucher(ctx, req)
     jid = "0x" + job_id(ctx.deployment.vault, req.client, req.cumulative_amount_wei).hex()
     in_hash = "0x" + hashing.input_hash(arrays).hex()
+    # One request of a client at a time: lock its account before reading its jobs, what it
+    # owes and its highest voucher, so a concurrent request is judged on committed figures.
+    journal._locked_account(session, journal.client_account(req.client))
     existing = session.get(Job, jid)
     if existing is not None:
         if existing.input_hash != in_hash or existing.model_hash != "0x" + manifest.sha256:

@@ -71,7 +71,10 @@ def _kind_of(account_id: str) -> AccountKind:
 
 def _locked_account(session: Session, account_id: str) -> Account:
     account = session.exec(
-        select(Account).where(Account.id == account_id).with_for_update()
+        select(Account)
+        .where(Account.id == account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)  # the locked row, not a stale loaded copy
     ).first()
     if account is None:
         account = Account(id=account_id, kind=_kind_of(account_id), balance_wei=0)

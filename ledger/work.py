@@ -140,7 +140,7 @@ def _check_item(session: Session, ctx: Context, worker: Worker, item: dict[str, 
     if signer != worker.address:
         raise Refusal("bad_signature", f"the attestation is signed by {signer}")
     if len(fingerprint.canonical()) > FINGERPRINT_MAX_CHARS:
-        raise Refusal("invalid_field", f"the fingerprint is over {FINGERPRINT_MAX_CHARS} characters")
+        raise Refusal("invalid_field", f"the fingerprint is over {FINGERPRINT_MAX_CHARS} chars")
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.result_hash = "0x" + claimed.hex()
     assignment.fingerprint = "0x" + fingerprint.digest().hex()

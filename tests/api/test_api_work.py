@@ -1,0 +1,262 @@
+"""Workers pull their own assignments and submit attested results; each wrong submission is
+refused with a code and changes nothing; two agreeing replicas make an accepted job whose
+attestations recover to the workers that signed them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from api_harness import ApiEnv, Contributor, malformed_items, samples, wire
+from eth_account import Account
+from sqlmodel import select
+
+from ledger.db import session_scope
+from ledger.models import Assignment, AssignmentStatus
+from protocol import hashing, tensors
+from protocol.eip712 import Attestation, recover_attestation
+from protocol.fingerprint import Fingerprint
+
+
+@pytest.fixture(scope="module")
+def ready(env: ApiEnv) -> ApiEnv:
+    env.sign_in_all()
+    return env
+
+
+def _split(env: ApiEnv, job_id: str) -> tuple[list[Contributor], list[Contributor]]:
+    assigned = env.assigned(job_id)
+    return assigned, [c for c in env.contributors if c not in assigned]
+
+
+def _mine(env: ApiEnv, c: Contributor, job_id: str) -> dict[str, Any]:
+    (found,) = [a for a in env.pull(c) if a["job_id"] == job_id]
+    return found
+
+
+def _assignment_rows(env: ApiEnv, job_id: str) -> list[tuple[str, str, str | None]]:
+    with session_scope(env.ctx.engine) as session:
+        rows = session.exec(
+            select(Assignment).where(Assignment.job_id == job_id).order_by(Assignment.worker)
+        ).all()
+        return [(a.worker, a.status, a.result_hash) for a in rows]
+
+
+def _one(env: ApiEnv, c: Contributor, item: Any) -> dict[str, Any]:
+    (result,) = env.post_results(c, [item])
+    return result
+
+
+def test_workers_pull_only_their_own_assignments(ready: ApiEnv) -> None:
+    env = ready
+    job = env.submit_job(samples(2))
+    assigned, others = _split(env, job["job_id"])
+    assert len(assigned) == 2 and len(others) == 1
+    assert len({c.address for c in assigned}) == 2  # replicas under distinct contributors
+    for c in assigned:
+        got = _mine(env, c, job["job_id"])
+        assert got["model_hash"] == env.model_hash
+        assert got["input_hash"] == job["input_hash"]
+        decoded = {k: tensors.decode(v, max_bytes=1 << 20) for k, v in got["inputs"].items()}
+        assert np.array_equal(decoded["input"], samples(2)["input"])
+        assert "0x" + hashing.input_hash(decoded).hex() == job["input_hash"]
+        assert got["deadline"] > 0
+        # re-delivered until answered
+        assert job["job_id"] in [a["job_id"] for a in env.pull(c)]
+    assert job["job_id"] not in [a["job_id"] for a in env.pull(others[0])]
+
+
+def test_pull_limits_the_batch(ready: ApiEnv) -> None:
+    env = ready
+    c = env.contributors[0]
+    r = env.http.get("/v1/work", params={"max": 0}, headers=c.headers)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_body"
+    r = env.http.get("/v1/work", params={"max": "many"}, headers=c.headers)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_body"
+    r = env.http.get("/v1/work", params={"max": 1}, headers=c.headers)
+    assert r.status_code == 200 and len(r.json()["assignments"]) <= 1
+
+
+def test_submissions_are_checked_then_two_replicas_make_an_accepted_job(ready: ApiEnv) -> None:
+    env = ready
+    inputs = samples(4, start=50)
+    job = env.submit_job(inputs)
+    jid = job["job_id"]
+    (first, second), (outsider,) = _split(env, jid)
+    a1, a2 = _mine(env, first, jid), _mine(env, second, jid)
+    outputs = env.model.run(inputs)
+    pristine = _assignment_rows(env, jid)
+
+    # not assigned to the outsider, even with a correct, self-signed attestation
+    r = _one(env, outsider, env.result_item(a1, outsider.device))
+    assert (r["status"], r["error"]) == ("refused", "not_assigned")
+    # a job that does not exist at all
+    ghost = dict(env.result_item(a1, first.device), job_id="0x" + "ab" * 32)
+    r = _one(env, first, ghost)
+    assert (r["status"], r["error"]) == ("refused", "not_assigned")
+
+    # a result hash that does not commit to the outputs (signed correctly over it)
+    tampered = {"logits": outputs["logits"] + np.float32(1.0)}
+    wrong_hash = hashing.result_hash(env.manifest.model_hash, inputs, tampered)
+    r = _one(env, first, env.result_item(a1, first.device, outputs=outputs, result_hash=wrong_hash))
+    assert (r["status"], r["error"]) == ("refused", "result_hash_mismatch")
+    # outputs changed after hashing: the hash no longer commits to them
+    item = env.result_item(a1, first.device)
+    item["outputs"] = wire(tampered)
+    r = _one(env, first, item)
+    assert (r["status"], r["error"]) == ("refused", "result_hash_mismatch")
+
+    # an attestation signed by another key: another registered worker, or nobody's
+    for signer in (second.device, outsider.device, Account.create()):
+        r = _one(env, first, env.result_item(a1, signer))
+        assert (r["status"], r["error"]) == ("refused", "bad_signature"), signer.address
+    # the fingerprint is part of what is signed
+    item = env.result_item(a1, first.device)
+    item["fingerprint"]["threads"] = 2
+    r = _one(env, first, item)
+    assert (r["status"], r["error"]) == ("refused", "bad_signature")
+
+    assert _assignment_rows(env, jid) == pristine  # nothing of the refusals was recorded
+    assert env.http.get(f"/v1/jobs/{jid}").json()["status"] == "pending"
+
+    # the first replica answers; another answer of it is refused, the very same one (a
+    # retry after a lost response) is acknowledged as a duplicate; neither changes anything
+    good1 = env.result_item(a1, first.device)
+    r = _one(env, first, good1)
+    assert r == {"job_id": jid, "status": "accepted", "error": None, "detail": ""}
+    recorded = _assignment_rows(env, jid)
+    r = _one(env, first, env.result_item(a1, first.device, outputs=tampered))
+    assert (r["status"], r["error"]) == ("refused", "already_submitted")
+    r = _one(env, first, good1)
+    assert r == {"job_id": jid, "status": "accepted", "error": None, "detail": "duplicate"}
+    assert _assignment_rows(env, jid) == recorded
+    assert jid not in [a["job_id"] for a in env.pull(first)]  # answered: no longer delivered
+    assert env.http.get(f"/v1/jobs/{jid}").json()["status"] == "pending"
+
+    # the second replica answers (its assignment was re-delivered until now)
+    assert _mine(env, second, jid)["job_id"] == jid
+    r = _one(env, second, env.result_item(a2, second.device))
+    assert r["status"] == "accepted", r
+    assert env.http.get(f"/v1/jobs/{jid}").json()["status"] == "submitted"
+    r = _one(env, second, env.result_item(a2, second.device, outputs=tampered))
+    assert (r["status"], r["error"]) == ("refused", "already_submitted")
+
+    report = env.reconcile()
+    assert report.accepted == 1 and jid in report.job_ids
+    got = env.http.get(f"/v1/jobs/{jid}", params={"wait_s": 5})
+    assert got.status_code == 200, got.text
+    done = got.json()
+    assert done["status"] == "accepted"
+    assert done["failure"] is None
+    out = {k: tensors.decode(v, max_bytes=1 << 20) for k, v in done["outputs"].items()}
+    assert np.array_equal(out["logits"], outputs["logits"])
+    assert (
+        done["result_hash"]
+        == "0x" + hashing.result_hash(env.manifest.model_hash, inputs, outputs).hex()
+    )
+    assert done["fingerprint"] == "0x" + env.model.fingerprint.digest().hex()
+
+    votes = done["attestations"]
+    assert len(votes) == 2
+    assert {v["worker"] for v in votes} == {first.worker, second.worker}
+    assert {v["contributor"] for v in votes} == {first.address, second.address}
+    for v in votes:
+        fingerprint = Fingerprint.from_dict(v["fingerprint_info"])
+        assert v["fingerprint"] == "0x" + fingerprint.digest().hex()
+        att = Attestation(
+            bytes.fromhex(jid[2:]),
+            env.manifest.model_hash,
+            bytes.fromhex(done["input_hash"][2:]),
+            bytes.fromhex(v["result_hash"][2:]),
+            fingerprint.digest(),
+        )
+        signer = recover_attestation(
+            env.deployment.registry_domain, att, bytes.fromhex(v["signature"][2:])
+        )
+        assert signer == v["worker"]
+
+    # paid: the client is charged the price and holds nothing for this job
+    balance = env.balance()
+    assert int(balance["charged_wei"]) >= int(done["price_wei"])
+    # a decided job refuses other answers; a retry of the recorded one stays a no-op
+    decided = _assignment_rows(env, jid)
+    r = _one(env, first, env.result_item(a1, first.device, outputs=tampered))
+    assert (r["status"], r["error"]) == ("refused", "already_submitted")
+    assert _one(env, first, good1)["detail"] == "duplicate"
+    assert _assignment_rows(env, jid) == decided
+    assert env.reconcile().accepted == 0  # reconciling again changes nothing
+    assert env.http.get(f"/v1/jobs/{jid}").json() == done
+
+
+def test_malformed_submissions_are_refused_item_by_item(ready: ApiEnv) -> None:
+    env = ready
+    inputs = samples(4, start=80)
+    job = env.submit_job(inputs)
+    jid = job["job_id"]
+    (first, _second), _ = _split(env, jid)
+    good = env.result_item(_mine(env, first, jid), first.device)
+    pristine = _assignment_rows(env, jid)
+    cases = malformed_items(good)
+    results = env.post_results(first, [item for _, item in cases])
+    assert len(results) == len(cases)
+    for (name, _), result in zip(cases, results, strict=True):
+        assert result["status"] == "refused", (name, result)
+        assert isinstance(result["error"], str) and result["error"], (name, result)
+    assert _assignment_rows(env, jid) == pristine
+    # one at a time too, each refused the same way
+    for name, item in cases:
+        r = _one(env, first, item)
+        assert r["status"] == "refused", (name, r)
+    # a batch mixing refusals and a good item records the good one only
+    results = env.post_results(first, [cases[0][1], good, cases[-1][1]])
+    assert [r["status"] for r in results] == ["refused", "accepted", "refused"]
+    assert [row[1] for row in _assignment_rows(env, jid) if row[0] == first.worker] == [
+        AssignmentStatus.SUBMITTED
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"results": [1, 2]},
+        {"results": ["x"]},
+        {"results": [None]},
+        {"results": {"job_id": "0x"}},
+        {"results": "nope"},
+        {},
+        [],
+    ],
+    ids=["numbers", "text", "null", "object", "string", "empty", "list"],
+)
+def test_a_malformed_batch_is_invalid_body(ready: ApiEnv, body: Any) -> None:
+    c = ready.contributors[0]
+    r = ready.http.post("/v1/work/results", json=body, headers=c.headers)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid_body"
+
+
+def test_a_batch_beyond_the_limit_is_refused(ready: ApiEnv) -> None:
+    c = ready.contributors[0]
+    n = ready.ctx.settings.submit_batch_max + 1
+    r = ready.http.post("/v1/work/results", json={"results": [{}] * n}, headers=c.headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "batch_too_large"
+
+
+def test_an_empty_batch_is_fine(ready: ApiEnv) -> None:
+    assert ready.post_results(ready.contributors[0], []) == []
+
+
+def test_the_fingerprint_info_is_what_was_signed(ready: ApiEnv) -> None:
+    env = ready
+    env.run_job(samples(1, start=99))
+    with session_scope(env.ctx.engine) as session:
+        rows = session.exec(
+            select(Assignment).where(Assignment.status == AssignmentStatus.SUBMITTED)
+        ).all()
+        for a in rows:
+            assert a.fingerprint_json is not None
+            info = json.loads(a.fingerprint_json)
+            assert a.fingerprint == "0x" + Fingerprint.from_dict(info).digest().hex()
