@@ -1,0 +1,147 @@
+"""Helpers shared by the ledger's tests: snapshots of the journal and direct inserts of jobs.
+
+Nothing here stands in for a real part; the helpers only read or write the real database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlmodel import Session, func, select
+
+from ledger import journal
+from ledger.journal import TransferKind, TransferSpec
+from ledger.models import Account, Assignment, AssignmentStatus, Job, JobStatus, Transfer, Worker
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    balances: dict[str, int]  # every stored account, zero balances included
+    transfers: int
+
+    def balance(self, account: str) -> int:
+        return self.balances.get(account, 0)
+
+    def nonzero(self) -> dict[str, int]:
+        return {k: v for k, v in self.balances.items() if v != 0}
+
+
+def snapshot(engine: Engine) -> Snapshot:
+    """What the journal holds, read in a fresh session (nothing cached from the caller)."""
+    with Session(engine) as session:
+        balances = {a.id: a.balance_wei for a in session.exec(select(Account)).all()}
+        count = session.exec(select(func.count()).select_from(Transfer)).one()
+    return Snapshot(balances, int(count))
+
+
+def transfer_ids(engine: Engine) -> set[str]:
+    with Session(engine) as session:
+        return set(session.exec(select(Transfer.id)).all())
+
+
+def address(n: int) -> str:
+    """A distinct, well-formed lower-case address for a test actor."""
+    return "0x" + f"{n:040x}"
+
+
+def h32(tag: str | int) -> str:
+    """A 32-byte hex value standing for a hash or fingerprint."""
+    raw = str(tag).encode().hex()
+    return "0x" + raw[-64:].rjust(64, "0")
+
+
+def fund_and_hold(session: Session, client: str, job_id: str, price: int) -> None:
+    """Deposit ``price`` for the client (vault -> client) and hold it (client -> escrow)."""
+    journal.post(
+        session,
+        TransferSpec(
+            f"deposit:{job_id}",
+            journal.VAULT,
+            journal.client_account(client),
+            price,
+            TransferKind.DEPOSIT,
+        ),
+    )
+    journal.post(
+        session,
+        TransferSpec(
+            f"hold:{job_id}",
+            journal.client_account(client),
+            journal.ESCROW,
+            price,
+            TransferKind.HOLD,
+            job_id,
+        ),
+    )
+
+
+def insert_job(
+    session: Session,
+    *,
+    client: str,
+    price: int,
+    votes: list[tuple[str, str, str, str]],
+    status: str = JobStatus.SUBMITTED,
+    hold: bool = True,
+) -> Job:
+    """A job with one submitted assignment per vote (contributor, worker, fingerprint,
+    result hash), its price deposited and held unless ``hold`` is False."""
+    jid = "0x" + os.urandom(32).hex()
+    if hold:
+        fund_and_hold(session, client, jid, price)
+    job = Job(
+        id=jid,
+        client=client,
+        model_hash=h32("model"),
+        input_hash=h32("input"),
+        rows=1,
+        price_wei=price,
+        voucher_cumulative_wei=price,
+        voucher_expiry=int(time.time()) + 7200,
+        voucher_signature="0x" + "00" * 65,
+        inputs_json="{}",
+        replicas_wanted=len(votes),
+        status=status,
+    )
+    session.add(job)
+    for contributor, worker, fingerprint, result_hash in votes:
+        session.add(
+            Assignment(
+                job_id=jid,
+                worker=worker,
+                contributor=contributor,
+                deadline=int(time.time()) + 120,
+                status=AssignmentStatus.SUBMITTED,
+                fingerprint=fingerprint,
+                fingerprint_json=json.dumps({"tag": fingerprint}),
+                result_hash=result_hash,
+                signature="0x" + "11" * 65,
+                outputs_json=json.dumps({"by": worker}),
+                submitted_at=int(time.time()),
+            )
+        )
+    session.flush()
+    return job
+
+
+def add_worker(
+    session: Session,
+    worker: str,
+    contributor: str,
+    *,
+    eligible: bool = True,
+    seen_ago_s: float = 0.0,
+) -> Worker:
+    row = Worker(
+        address=worker,
+        contributor=contributor,
+        eligible=eligible,
+        checked_at=time.time(),
+        last_seen=time.time() - seen_ago_s,
+    )
+    session.add(row)
+    return row

@@ -1,0 +1,239 @@
+"""Deciding submitted jobs: agreement pays the agreeing contributors and the treasury from
+escrow, disagreement adds a replica up to ``max_replicas``, then a strict majority wins or the
+client is refunded; a second run changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ledger_support import add_worker, address, h32, insert_job, snapshot
+from sqlmodel import Session, select
+
+from ledger import invariants, journal
+from ledger.config import Settings
+from ledger.context import Context
+from ledger.db import session_scope
+from ledger.models import Assignment, AssignmentStatus, Job, JobStatus
+from ledger.reconcile import reconcile_batch
+from protocol.pricing import split
+
+CLIENT = "0x00000000000000000000000000000000000000Cc"
+C1, C2, C3, C4 = (address(0xA0 + i) for i in range(1, 5))
+W1, W2, W3, W4 = (address(0xB0 + i) for i in range(1, 5))
+PRICE = 10**30 + 7  # above 2**63 and not a multiple of anything convenient
+FP, FP2 = h32("fingerprint-a"), h32("fingerprint-b")
+R1, R2, R3 = h32("result-1"), h32("result-2"), h32("result-3")
+
+
+@pytest.fixture
+def ctx(db_url: str, tmp_path: Path) -> Context:
+    return Context(
+        Settings(database_url=db_url, data_dir=tmp_path, replicas=2, max_replicas=3, fee_bps=1000)
+    )
+
+
+def _job(ctx: Context, votes: list[tuple[str, str, str, str]]) -> str:
+    with session_scope(ctx.engine) as session:
+        job = insert_job(session, client=CLIENT, price=PRICE, votes=votes)
+        invariants.check_full(session)
+        return job.id
+
+
+def _reconcile(ctx: Context) -> tuple[int, int, int]:
+    with session_scope(ctx.engine) as session:
+        report = reconcile_batch(session, ctx, ctx.settings.reconcile_batch_size)
+    return report.accepted, report.failed, report.extended
+
+
+def _get(ctx: Context, jid: str) -> Job:
+    with Session(ctx.engine) as session:
+        job = session.get(Job, jid)
+        assert job is not None
+        return job
+
+
+def _assignments(ctx: Context, jid: str) -> list[Assignment]:
+    with Session(ctx.engine) as session:
+        return list(session.exec(select(Assignment).where(Assignment.job_id == jid)).all())
+
+
+def _check_all(ctx: Context) -> None:
+    with Session(ctx.engine) as session:
+        invariants.check_full(session)
+
+
+def _assert_rerun_changes_nothing(ctx: Context) -> None:
+    before = snapshot(ctx.engine)
+    with Session(ctx.engine) as session:
+        statuses = {j.id: (j.status, j.decided_at) for j in session.exec(select(Job)).all()}
+    assert _reconcile(ctx) == (0, 0, 0)
+    assert snapshot(ctx.engine) == before
+    with Session(ctx.engine) as session:
+        assert {j.id: (j.status, j.decided_at) for j in session.exec(select(Job)).all()} == statuses
+
+
+def test_reconcile_all_agree_pays_split_and_fee(ctx: Context) -> None:
+    jid = _job(ctx, [(C1, W1, FP, R1), (C2, W2, FP, R1)])
+    with session_scope(ctx.engine) as session:  # a worker that must not be drawn in
+        add_worker(session, W3, C3)
+    assert _reconcile(ctx) == (1, 0, 0)
+    job = _get(ctx, jid)
+    assert (job.status, job.result_hash, job.fingerprint, job.failure) == (
+        JobStatus.ACCEPTED,
+        R1,
+        FP,
+        None,
+    )
+    assert job.decided_at is not None and job.outputs_json is not None
+    shares, fee = split(PRICE, 1000, [C1, C2])
+    snap = snapshot(ctx.engine)
+    assert snap.balance(journal.contributor_account(C1)) == shares[C1]
+    assert snap.balance(journal.contributor_account(C2)) == shares[C2]
+    assert snap.balance(journal.TREASURY) == fee
+    assert shares[C1] + shares[C2] + fee == PRICE and fee >= PRICE // 10
+    assert snap.balance(journal.ESCROW) == 0
+    assert snap.balance(journal.client_account(CLIENT)) == 0  # charged, nothing refunded
+    assert snap.balance(journal.contributor_account(C3)) == 0
+    assert snap.transfers == 2 + 3  # deposit, hold; two pays and a fee
+    assert len(_assignments(ctx, jid)) == 2  # no replica added
+    _check_all(ctx)
+    _assert_rerun_changes_nothing(ctx)
+
+
+def test_reconcile_disagreement_adds_a_replica_and_moves_no_money(ctx: Context) -> None:
+    jid = _job(ctx, [(C1, W1, FP, R1), (C2, W2, FP, R2)])
+    with session_scope(ctx.engine) as session:
+        add_worker(session, W3, C3)  # the only one that qualifies
+        add_worker(session, address(0xB5), C1)  # a contributor already on the job
+        add_worker(session, address(0xB6), C4, eligible=False)  # not staked
+        add_worker(session, address(0xB7), C4, seen_ago_s=3600)  # not seen lately
+    before = snapshot(ctx.engine)
+    assert _reconcile(ctx) == (0, 0, 1)
+    job = _get(ctx, jid)
+    assert (job.status, job.replicas_wanted) == (JobStatus.PENDING, 3)
+    assert (job.result_hash, job.decided_at, job.failure) == (None, None, None)
+    added = [a for a in _assignments(ctx, jid) if a.status == AssignmentStatus.ASSIGNED]
+    assert [(a.worker, a.contributor) for a in added] == [(W3, C3)]
+    assert len(_assignments(ctx, jid)) == 3
+    assert snapshot(ctx.engine) == before  # still escrowed, nobody paid
+    _check_all(ctx)
+    assert _reconcile(ctx) == (0, 0, 0)  # pending: not picked up again until the third answers
+
+
+def _submit_third(ctx: Context, jid: str, fingerprint: str, result: str) -> None:
+    with session_scope(ctx.engine) as session:
+        third = session.exec(
+            select(Assignment).where(
+                Assignment.job_id == jid, Assignment.status == AssignmentStatus.ASSIGNED
+            )
+        ).one()
+        third.status, third.fingerprint, third.result_hash = (
+            AssignmentStatus.SUBMITTED,
+            fingerprint,
+            result,
+        )
+        job = session.get(Job, jid)
+        assert job is not None
+        job.status = JobStatus.SUBMITTED
+        session.add_all([third, job])
+
+
+def test_reconcile_two_against_one_after_three_replicas_pays_only_the_majority(
+    ctx: Context,
+) -> None:
+    jid = _job(ctx, [(C1, W1, FP, R1), (C2, W2, FP, R2)])
+    with session_scope(ctx.engine) as session:
+        add_worker(session, W3, C3)
+    assert _reconcile(ctx) == (0, 0, 1)
+    _submit_third(ctx, jid, FP, R2)  # sides with C2
+    with session_scope(ctx.engine) as session:  # another eligible contributor: must not be added
+        add_worker(session, W4, C4)
+    assert _reconcile(ctx) == (1, 0, 0)
+    job = _get(ctx, jid)
+    assert (job.status, job.result_hash) == (JobStatus.ACCEPTED, R2)
+    assert len(_assignments(ctx, jid)) == 3
+    shares, fee = split(PRICE, 1000, sorted([C2, C3]))
+    snap = snapshot(ctx.engine)
+    assert snap.balance(journal.contributor_account(C2)) == shares[C2]
+    assert snap.balance(journal.contributor_account(C3)) == shares[C3]
+    assert snap.balance(journal.contributor_account(C1)) == 0  # the dissenter earns nothing
+    assert journal.contributor_account(C1) not in snap.nonzero()
+    assert snap.balance(journal.TREASURY) == fee
+    assert snap.balance(journal.ESCROW) == 0
+    _check_all(ctx)
+    _assert_rerun_changes_nothing(ctx)
+
+
+def test_reconcile_three_different_answers_fails_and_refunds_in_full(ctx: Context) -> None:
+    jid = _job(ctx, [(C1, W1, FP, R1), (C2, W2, FP, R2), (C3, W3, FP, R3)])
+    with session_scope(ctx.engine) as session:
+        add_worker(session, W4, C4)  # max_replicas reached: no fourth replica
+    assert _reconcile(ctx) == (0, 1, 0)
+    job = _get(ctx, jid)
+    assert (job.status, job.failure, job.result_hash) == (JobStatus.FAILED, "no_majority", None)
+    assert len(_assignments(ctx, jid)) == 3
+    snap = snapshot(ctx.engine)
+    assert snap.balance(journal.client_account(CLIENT)) == PRICE
+    assert snap.balance(journal.ESCROW) == 0
+    assert snap.balance(journal.TREASURY) == 0
+    assert all(snap.balance(journal.contributor_account(c)) == 0 for c in (C1, C2, C3, C4))
+    assert snap.transfers == 3  # deposit, hold, refund
+    _check_all(ctx)
+    _assert_rerun_changes_nothing(ctx)
+
+
+def test_reconcile_disagreement_without_a_spare_worker_fails(ctx: Context) -> None:
+    jid = _job(ctx, [(C1, W1, FP, R1), (C2, W2, FP, R2)])
+    with session_scope(ctx.engine) as session:
+        add_worker(session, W1, C1)  # eligible, but on the job already
+        add_worker(session, address(0xB6), C4, eligible=False)
+    assert _reconcile(ctx) == (0, 1, 0)
+    assert _get(ctx, jid).status == JobStatus.FAILED
+    assert len(_assignments(ctx, jid)) == 2
+    snap = snapshot(ctx.engine)
+    assert snap.balance(journal.client_account(CLIENT)) == PRICE
+    assert snap.nonzero() == {journal.VAULT: -PRICE, journal.client_account(CLIENT): PRICE}
+
+
+def test_reconcile_same_result_under_different_fingerprints_are_different_votes(
+    ctx: Context,
+) -> None:
+    split_jid = _job(ctx, [(C1, W1, FP, R1), (C2, W2, FP2, R1)])
+    with session_scope(ctx.engine) as session:
+        add_worker(session, W3, C3)
+    assert _reconcile(ctx) == (0, 0, 1)  # not accepted: a third replica is asked
+    assert _get(ctx, split_jid).status == JobStatus.PENDING
+    assert snapshot(ctx.engine).balance(journal.ESCROW) == PRICE
+    _submit_third(ctx, split_jid, FP2, R1)  # agrees with C2's class only
+    assert _reconcile(ctx) == (1, 0, 0)
+    job = _get(ctx, split_jid)
+    assert (job.fingerprint, job.result_hash) == (FP2, R1)
+    snap = snapshot(ctx.engine)
+    shares, _ = split(PRICE, 1000, sorted([C2, C3]))
+    assert snap.balance(journal.contributor_account(C2)) == shares[C2]
+    assert snap.balance(journal.contributor_account(C3)) == shares[C3]
+    assert snap.balance(journal.contributor_account(C1)) == 0
+    _check_all(ctx)
+
+
+def test_reconcile_batch_decides_many_jobs_and_is_idempotent(ctx: Context) -> None:
+    agree = [_job(ctx, [(C1, W1, FP, R1), (C2, W2, FP, R1)]) for _ in range(3)]
+    fail = _job(ctx, [(C1, W1, FP, R1), (C2, W2, FP, R2), (C3, W3, FP, R3)])
+    with session_scope(ctx.engine) as session:  # a job still waiting for answers: left alone
+        pending = insert_job(
+            session, client=CLIENT, price=PRICE, votes=[(C1, W1, FP, R1)], status=JobStatus.PENDING
+        ).id
+    assert _reconcile(ctx) == (3, 1, 0)
+    assert {_get(ctx, j).status for j in agree} == {JobStatus.ACCEPTED}
+    assert _get(ctx, fail).status == JobStatus.FAILED
+    assert _get(ctx, pending).status == JobStatus.PENDING
+    shares, fee = split(PRICE, 1000, [C1, C2])
+    snap = snapshot(ctx.engine)
+    assert snap.balance(journal.contributor_account(C1)) == 3 * shares[C1]
+    assert snap.balance(journal.TREASURY) == 3 * fee
+    assert snap.balance(journal.ESCROW) == PRICE  # the pending job's hold only
+    assert snap.balance(journal.client_account(CLIENT)) == PRICE  # the failed job's refund
+    _check_all(ctx)
+    for _ in range(2):
+        _assert_rerun_changes_nothing(ctx)
