@@ -81,11 +81,6 @@ def _check_voucher(ctx: Context, req: JobRequest) -> tuple[Voucher, bytes]:
         raise VoucherInvalid(
             f"the voucher is signed by {signer}, not {req.client}", code="voucher_signature"
         )
-    if req.expiry < int(time.time()) + ctx.settings.voucher_min_ttl_s:
-        raise VoucherInvalid(
-            f"the voucher expires too soon: at least {ctx.settings.voucher_min_ttl_s} s are needed",
-            code="voucher_expired",
-        )
     return voucher, sig
 
 
@@ -146,12 +141,17 @@ def create_job(session: Session, ctx: Context, req: JobRequest) -> tuple[Job, bo
     in_hash = "0x" + hashing.input_hash(arrays).hex()
     # One request of a client at a time: lock its account before reading its jobs, what it
     # owes and its highest voucher, so a concurrent request is judged on committed figures.
-    journal._locked_account(session, journal.client_account(req.client))
+    journal.lock_account(session, journal.client_account(req.client))
     existing = session.get(Job, jid)
     if existing is not None:
         if existing.input_hash != in_hash or existing.model_hash != "0x" + manifest.sha256:
             raise Conflict("this voucher already paid for another job", code="voucher_reused")
-        return existing, False
+        return existing, False  # a retry: the voucher was checked when the job was made
+    if req.expiry < int(time.time()) + ctx.settings.voucher_min_ttl_s:
+        raise VoucherInvalid(
+            f"the voucher expires too soon: at least {ctx.settings.voucher_min_ttl_s} s are needed",
+            code="voucher_expired",
+        )
     client = session.get(Client, req.client) or Client(address=req.client)
     if voucher.cumulative_amount <= client.max_voucher_wei:
         raise Conflict(

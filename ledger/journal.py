@@ -69,7 +69,8 @@ def _kind_of(account_id: str) -> AccountKind:
     raise ValueError(f"unknown account {account_id!r}")
 
 
-def _locked_account(session: Session, account_id: str) -> Account:
+def lock_account(session: Session, account_id: str) -> Account:
+    """The account row, locked for this unit of work (created at zero if new)."""
     account = session.exec(
         select(Account)
         .where(Account.id == account_id)
@@ -105,8 +106,8 @@ def post(session: Session, spec: TransferSpec) -> PostResult:
         if not same:
             raise TransferConflict(f"transfer {spec.id} exists with other fields", id=spec.id)
         return PostResult.EXISTS
-    debit = _locked_account(session, spec.debit)
-    credit = _locked_account(session, spec.credit)
+    debit = lock_account(session, spec.debit)
+    credit = lock_account(session, spec.credit)
     if debit.kind != AccountKind.SYSTEM and debit.balance_wei < spec.amount_wei:
         raise InsufficientFunds(
             f"{spec.debit} holds {debit.balance_wei} wei, "

@@ -315,6 +315,20 @@ def test_jobs_voucher_expiring_too_soon_is_refused(
     assert created
 
 
+def test_jobs_late_retry_returns_the_job_though_its_voucher_nears_expiry(
+    ctx: Context, client_key: str, workers: dict[str, str]
+) -> None:
+    expiry = int(time.time()) + ctx.settings.voucher_min_ttl_s + 60
+    job, created = _create(ctx, _request(ctx, client_key, PRICE, expiry=expiry))
+    assert created
+    ctx.settings.voucher_min_ttl_s += 3600  # as if an hour passed: the voucher is now too short
+    again, created = _create(ctx, _request(ctx, client_key, PRICE, expiry=expiry))
+    assert again.id == job.id and not created  # the retry names the job it already made
+    _refused(
+        ctx, _request(ctx, client_key, 2 * PRICE, expiry=expiry), VoucherInvalid, "voucher_expired"
+    )
+
+
 def test_jobs_voucher_below_owed_plus_price_is_too_low(
     ctx: Context, client_key: str, workers: dict[str, str]
 ) -> None:
