@@ -190,6 +190,23 @@ describe("PaymentVault", function () {
       expect(await vault.depositOf(c.address)).to.equal(91n * ONE);
     });
 
+    it("retrying a redeemed batch after its vouchers expired is still a no-op", async function () {
+      const { token, vault, clients } = await loadFixture(funded);
+      const [c] = clients;
+      const now = await H.latest();
+      const item = await H.redemption(vault, c, 3n * ONE, 3n * ONE, now + 100n);
+      await vault.redeem([item]);
+      await time.increaseTo(now + 1000n);
+      const tx = vault.redeem([item]);
+      await expect(tx).not.to.be.reverted;
+      await expect(tx).not.to.emit(vault, "VoucherRedeemed");
+      await expect(tx).not.to.emit(token, "Transfer");
+      expect(await vault.redeemedOf(c.address)).to.equal(3n * ONE);
+      // a new amount on the expired voucher is refused
+      const more = await H.redemption(vault, c, 4n * ONE, 4n * ONE, now + 100n);
+      await expect(vault.redeem([more])).to.be.revertedWithCustomError(vault, "VaultVoucherExpired");
+    });
+
     it("a voucher expiring exactly now is accepted; one past expiry is refused", async function () {
       const { vault, clients } = await loadFixture(funded);
       const [c] = clients;
