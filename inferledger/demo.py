@@ -32,7 +32,7 @@ from web3.types import RPCEndpoint
 from inferledger import actors
 from inferledger.audit import Auditor, AuditReport
 from inferledger.client import ApiError, InferenceClient
-from inferledger.procs import Processes, free_port, http_ok, rpc_ok, wait_until
+from inferledger.procs import Processes, free_port, http_ok, start_hardhat_node, wait_until
 from ledger.chain.client import ChainClient, connect
 from ledger.chain.deploy import deploy
 from ledger.config import DEV_MNEMONIC, REPO_ROOT
@@ -133,19 +133,7 @@ def _run(cfg: DemoConfig, procs: Processes) -> DemoResult:
     rpc_url, api_url = f"http://127.0.0.1:{rpc_port}", f"http://127.0.0.1:{api_port}"
 
     say(f"starting a Hardhat node on {rpc_url}")
-    procs.start(
-        "hardhat",
-        [
-            str(REPO_ROOT / "node_modules" / ".bin" / "hardhat"),
-            "node",
-            "--hostname",
-            "127.0.0.1",
-            "--port",
-            str(rpc_port),
-        ],
-        cwd=REPO_ROOT,
-    )
-    wait_until("the Hardhat node", rpc_ok(rpc_url), 60)
+    start_hardhat_node(procs, rpc_port, REPO_ROOT)
     w3 = connect(rpc_url)
     artifacts_dir = REPO_ROOT / "artifacts"
     deployment, gas = deploy(

@@ -47,6 +47,18 @@ def rpc_ok(url: str) -> Callable[[], bool]:
     return lambda: httpx.post(url, json=body, timeout=2).status_code == 200
 
 
+def start_hardhat_node(
+    procs: Processes, port: int, repo_root: Path, timeout_s: float = 90.0
+) -> str:
+    """Start a local Hardhat node (the project's own, from node_modules) and wait for RPC."""
+    hardhat = str(repo_root / "node_modules" / ".bin" / "hardhat")
+    argv = [hardhat, "node", "--hostname", "127.0.0.1", "--port", str(port)]
+    procs.start("hardhat", argv, cwd=repo_root)
+    url = f"http://127.0.0.1:{port}"
+    wait_until("the Hardhat node", rpc_ok(url), timeout_s)
+    return url
+
+
 class Processes:
     """A set of child processes that are all stopped on exit, however the block ends."""
 

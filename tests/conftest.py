@@ -16,7 +16,7 @@ import redis
 from web3 import Web3
 
 from inferledger.demo import dev_keys
-from inferledger.procs import Processes, free_port, rpc_ok, wait_until
+from inferledger.procs import Processes, free_port, start_hardhat_node
 from ledger.chain.client import ChainClient, connect
 from ledger.chain.deploy import deploy
 from ledger.config import REPO_ROOT
@@ -51,21 +51,7 @@ def hardhat_rpc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail("contracts are not compiled: run `make contracts` (make test does)")
     port = free_port()
     with Processes(tmp_path_factory.mktemp("hardhat-logs")) as procs:
-        procs.start(
-            "hardhat",
-            [
-                str(REPO_ROOT / "node_modules" / ".bin" / "hardhat"),
-                "node",
-                "--hostname",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=REPO_ROOT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_until("the Hardhat node", rpc_ok(url), 90)
-        yield url
+        yield start_hardhat_node(procs, port, REPO_ROOT)
 
 
 @pytest.fixture(scope="session")
