@@ -16,6 +16,8 @@ Which assertion catches which breakage:
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,39 @@ def check_audit(result: DemoResult, reader: ChainClient) -> None:
     report = Auditor(reader.w3, reader.deployment, abis, tampered).audit()
     assert not report.ok
     assert {f["check"] for f in report.faults} == {"file_hash"}
+    check_audit_cli(result, tampered)
+
+
+def check_audit_cli(result: DemoResult, tampered: Any) -> None:
+    """``inferledger audit`` as an auditor runs it: exit 0 on the served files, 1 on a
+    tampered copy, with the fault named."""
+    last = int(httpx.get(f"{result.api_url}/v1/epochs", timeout=10).json()[-1]["number"])
+    base = [
+        sys.executable,
+        "-m",
+        "inferledger.cli",
+        "audit",
+        "--epoch",
+        str(last),
+        "--rpc-url",
+        result.rpc_url,
+        "--deployment-file",
+        str(result.data_dir / "deployment.json"),
+    ]
+    ok = subprocess.run(
+        [*base, "--api-url", result.api_url, "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+    files = result.data_dir / "tampered"
+    files.mkdir()
+    for n in range(1, last + 1):
+        (files / f"epoch-{n:06d}.json").write_bytes(tampered(n))
+    bad = subprocess.run(
+        [*base, "--files", str(files)], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 1
+    assert "FAULT file_hash" in bad.stdout
 
 
 @pytest.mark.e2e
