@@ -12,6 +12,7 @@ from eth_utils import keccak
 
 from ledger.epochs import close_epoch
 from protocol import epochfile, merkle
+from protocol.contracts import EpochRecord
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,8 @@ def test_epochs_and_proofs(ready: ApiEnv) -> None:
     assert outcome is not None and outcome.number == 1 and outcome.jobs == 2
 
     chain = env.ctx.chain
-    record = chain.call(chain.settlement.functions.epochs(1), "epochs")
-    root_on_chain, file_hash_on_chain = bytes(record[0]), bytes(record[1])
+    record = EpochRecord.from_call(chain.call(chain.settlement.functions.epochs(1), "epochs"))
+    root_on_chain, file_hash_on_chain = record.root, record.file_hash
 
     r = env.http.get("/v1/epochs/1/file")
     assert r.status_code == 200, r.text

@@ -33,7 +33,7 @@ def small_client(ready: ApiEnv) -> str:
     return small
 
 
-def _refused(r: Any, status: int, code: str) -> None:
+def check_refused(r: Any, status: int, code: str) -> None:
     assert r.status_code == status, r.text
     body = r.json()
     assert body["error"] == code, body
@@ -91,19 +91,19 @@ def test_a_voucher_reused_for_other_inputs_is_refused(ready: ApiEnv) -> None:
     job = env.submit_job(samples(1, start=10))
     held = env.balance()
     reused = env.job_body(samples(1, start=11), int(job["voucher_cumulative_wei"]))
-    _refused(env.http.post("/v1/jobs", json=reused), 409, "voucher_reused")
+    check_refused(env.http.post("/v1/jobs", json=reused), 409, "voucher_reused")
     assert env.balance() == held
 
 
 def test_an_unknown_job_is_not_found(ready: ApiEnv) -> None:
-    _refused(ready.http.get("/v1/jobs/0x" + "ab" * 32), 404, "not_found")
-    _refused(ready.http.get("/v1/jobs/nonsense"), 404, "not_found")
+    check_refused(ready.http.get("/v1/jobs/0x" + "ab" * 32), 404, "not_found")
+    check_refused(ready.http.get("/v1/jobs/nonsense"), 404, "not_found")
 
 
 def test_an_unknown_model_is_refused(ready: ApiEnv, unchanged: None) -> None:
     body = ready.next_body(samples(1))
     body["model"] = "0x" + "12" * 32
-    _refused(ready.http.post("/v1/jobs", json=body), 400, "unknown_model")
+    check_refused(ready.http.post("/v1/jobs", json=body), 400, "unknown_model")
 
 
 def _set_data(t: dict[str, Any], raw: bytes) -> None:
@@ -149,7 +149,7 @@ CORRUPT: dict[str, Callable[[dict[str, Any]], None]] = {
 def test_a_malformed_tensor_is_refused(ready: ApiEnv, unchanged: None, how: str) -> None:
     body = ready.next_body(samples(2))
     CORRUPT[how](body)
-    _refused(ready.http.post("/v1/jobs", json=body), 400, "invalid_tensor")
+    check_refused(ready.http.post("/v1/jobs", json=body), 400, "invalid_tensor")
 
 
 def test_a_voucher_signed_by_another_key_is_refused(ready: ApiEnv, unchanged: None) -> None:
@@ -159,7 +159,7 @@ def test_a_voucher_signed_by_another_key_is_refused(ready: ApiEnv, unchanged: No
     forged = env.job_body(
         samples(1), cumulative, key="0x" + bytes(Account.create().key).hex(), client=env.client
     )
-    _refused(env.http.post("/v1/jobs", json=forged), 400, "voucher_signature")
+    check_refused(env.http.post("/v1/jobs", json=forged), 400, "voucher_signature")
 
 
 def test_a_voucher_whose_fields_were_changed_is_refused(ready: ApiEnv, unchanged: None) -> None:
@@ -168,10 +168,10 @@ def test_a_voucher_whose_fields_were_changed_is_refused(ready: ApiEnv, unchanged
     body["voucher"]["cumulative_amount_wei"] = str(
         int(body["voucher"]["cumulative_amount_wei"]) + 1
     )
-    _refused(env.http.post("/v1/jobs", json=body), 400, "voucher_signature")
+    check_refused(env.http.post("/v1/jobs", json=body), 400, "voucher_signature")
     body = env.next_body(samples(1))
     body["voucher"]["expiry"] += 1
-    _refused(env.http.post("/v1/jobs", json=body), 400, "voucher_signature")
+    check_refused(env.http.post("/v1/jobs", json=body), 400, "voucher_signature")
 
 
 @pytest.mark.parametrize(
@@ -184,18 +184,20 @@ def test_a_voucher_signature_that_does_not_parse_is_refused(
 ) -> None:
     body = ready.next_body(samples(1))
     body["signature"] = signature
-    _refused(ready.http.post("/v1/jobs", json=body), 400, "voucher_signature")
+    check_refused(ready.http.post("/v1/jobs", json=body), 400, "voucher_signature")
 
 
 def test_a_voucher_that_expires_too_soon_is_refused(ready: ApiEnv, unchanged: None) -> None:
     env = ready
     last = int(env.balance()["max_voucher_wei"])
     body = env.job_body(samples(1), last + env.manifest.price_wei(1), expiry=1)
-    _refused(env.http.post("/v1/jobs", json=body), 400, "voucher_expired")
+    check_refused(env.http.post("/v1/jobs", json=body), 400, "voucher_expired")
 
 
 def test_a_zero_voucher_is_refused(ready: ApiEnv, unchanged: None) -> None:
-    _refused(ready.http.post("/v1/jobs", json=ready.job_body(samples(1), 0)), 400, "voucher_amount")
+    check_refused(
+        ready.http.post("/v1/jobs", json=ready.job_body(samples(1), 0)), 400, "voucher_amount"
+    )
 
 
 def test_a_voucher_not_above_the_last_is_refused(ready: ApiEnv) -> None:
@@ -205,10 +207,10 @@ def test_a_voucher_not_above_the_last_is_refused(ready: ApiEnv) -> None:
     last = int(before["max_voucher_wei"])
     for cumulative in (last - 1, 1):  # not the amount of any earlier job
         r = env.http.post("/v1/jobs", json=env.job_body(samples(1, start=21), cumulative))
-        _refused(r, 409, "voucher_not_increasing")
+        check_refused(r, 409, "voucher_not_increasing")
     # the last voucher again, for other inputs, names the last job: reused, not a new job
     r = env.http.post("/v1/jobs", json=env.job_body(samples(1, start=21), last))
-    _refused(r, 409, "voucher_reused")
+    check_refused(r, 409, "voucher_reused")
     assert env.balance() == before
 
 
@@ -221,7 +223,7 @@ def test_a_voucher_below_what_is_owed_is_refused(ready: ApiEnv) -> None:
     cumulative = owed - 1
     assert cumulative > int(before["max_voucher_wei"])
     r = env.http.post("/v1/jobs", json=env.job_body(samples(2, start=31), cumulative))
-    _refused(r, 400, "voucher_too_low")
+    check_refused(r, 400, "voucher_too_low")
     assert env.balance() == before
     # exactly what is owed is enough
     r = env.http.post("/v1/jobs", json=env.job_body(samples(2, start=31), owed))
@@ -234,7 +236,7 @@ def test_a_job_beyond_the_deposit_is_refused(ready: ApiEnv, small_client: str) -
     before = env.balance(address)
     assert before["max_voucher_wei"] == "0"
     body = env.next_body(samples(11), key=small_client)  # eleven rows, ten paid for
-    _refused(env.http.post("/v1/jobs", json=body), 402, "insufficient_deposit")
+    check_refused(env.http.post("/v1/jobs", json=body), 402, "insufficient_deposit")
     after = env.balance(address)
     assert after["held_wei"] == "0" and after["max_voucher_wei"] == "0"
     assert after["available_wei"] == before["available_wei"]
@@ -244,7 +246,7 @@ def test_a_job_beyond_the_deposit_is_refused(ready: ApiEnv, small_client: str) -
     full = env.balance(address)
     assert full["deposited_wei"] == full["held_wei"] == str(SMALL_CLIENT_DEPOSIT_WEI)
     assert full["available_wei"] == "0"
-    _refused(
+    check_refused(
         env.http.post("/v1/jobs", json=env.next_body(samples(1), key=small_client)),
         402,
         "insufficient_deposit",
@@ -256,7 +258,7 @@ def test_a_client_that_never_deposited_is_refused(ready: ApiEnv) -> None:
     env = ready
     stranger = "0x" + bytes(Account.create().key).hex()
     body = env.job_body(samples(1), env.manifest.price_wei(1), key=stranger)
-    _refused(env.http.post("/v1/jobs", json=body), 402, "insufficient_deposit")
+    check_refused(env.http.post("/v1/jobs", json=body), 402, "insufficient_deposit")
     balance = env.balance(body["voucher"]["client"])
     assert balance == {
         "address": body["voucher"]["client"],
@@ -305,18 +307,18 @@ def _invalid(env: ApiEnv, how: str) -> Any:
 
 @pytest.mark.parametrize("how", [*INVALID, "not-an-object", "not-json", "empty"])
 def test_an_invalid_body_is_refused(ready: ApiEnv, unchanged: None, how: str) -> None:
-    _refused(_invalid(ready, how), 422, "invalid_body")
+    check_refused(_invalid(ready, how), 422, "invalid_body")
 
 
 def test_an_amount_beyond_uint256_is_refused(ready: ApiEnv, unchanged: None) -> None:
     body = ready.next_body(samples(1))
     body["voucher"]["cumulative_amount_wei"] = str(2**256)
     r = ready.http.post("/v1/jobs", json=body)
-    _refused(r, 400, "voucher_amount")
+    check_refused(r, 400, "voucher_amount")
 
 
 def test_balance_of_a_malformed_address_is_refused(ready: ApiEnv) -> None:
-    _refused(ready.http.get("/v1/clients/0x1234"), 400, "invalid_address")
+    check_refused(ready.http.get("/v1/clients/0x1234"), 400, "invalid_address")
 
 
 def test_amounts_travel_as_decimal_strings(ready: ApiEnv) -> None:

@@ -71,7 +71,7 @@ def limited(env: ApiEnv) -> Iterator[TestClient]:
         yield http
 
 
-def _too_large(r: Any) -> None:
+def check_too_large(r: Any) -> None:
     assert r.status_code == 413, r.text
     assert r.json()["error"] == "body_too_large"
 
@@ -96,7 +96,7 @@ def test_a_body_over_the_limit_by_content_length(env: ApiEnv, limited: TestClien
     r = limited.post(
         "/v1/jobs", content=_big_body(env), headers={"content-type": "application/json"}
     )
-    _too_large(r)
+    check_too_large(r)
     assert env.balance() == before
 
 
@@ -111,7 +111,7 @@ def test_a_streamed_body_over_the_limit(env: ApiEnv, limited: TestClient) -> Non
     r = limited.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
     assert "content-length" not in {k.lower() for k in r.request.headers}
     assert r.request.headers.get("transfer-encoding") == "chunked"
-    _too_large(r)
+    check_too_large(r)
     assert env.balance() == before
 
 
@@ -134,7 +134,7 @@ def test_results_over_the_limit_are_refused(env: ApiEnv, limited: TestClient) ->
         content=payload,
         headers={**c.headers, "content-type": "application/json"},
     )
-    _too_large(r)
+    check_too_large(r)
 
     def chunks() -> Iterator[bytes]:
         yield payload[: LIMIT // 2]
@@ -145,7 +145,7 @@ def test_results_over_the_limit_are_refused(env: ApiEnv, limited: TestClient) ->
         content=chunks(),
         headers={**c.headers, "content-type": "application/json"},
     )
-    _too_large(r)
+    check_too_large(r)
 
 
 def test_the_default_app_limit_is_a_mebibyte(env: ApiEnv) -> None:
@@ -153,4 +153,4 @@ def test_the_default_app_limit_is_a_mebibyte(env: ApiEnv) -> None:
     r = env.http.post(
         "/v1/auth/challenge", content=body, headers={"content-type": "application/json"}
     )
-    _too_large(r)
+    check_too_large(r)

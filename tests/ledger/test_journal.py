@@ -399,6 +399,8 @@ class JournalMachine(RuleBasedStateMachine):
 
 
 def test_journal_random_operations_match_reference_model(db_url: str) -> None:
+    """Random operations through ``JournalMachine``, whose invariants assert after every step
+    that the journal balances and every balance equals the reference model's."""
     run_state_machine_as_test(
         lambda: JournalMachine(db_url),
         settings=settings(max_examples=10, stateful_step_count=40, deadline=None, database=None),
