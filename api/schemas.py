@@ -126,3 +126,16 @@ class ProofPublic(BaseModel):
     cumulative_wei: str
     proof: list[str]
     root: str
+
+
+class ResultProofPublic(BaseModel):
+    """A leaf of the results tree (job, model, input, class, consensus) and its proof."""
+
+    epoch: int
+    job_id: str
+    model_hash: str
+    input_hash: str
+    fingerprint: str
+    result_hash: str
+    proof: list[str]
+    results_root: str

@@ -2,17 +2,17 @@
 pragma solidity 0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
-import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {IPaymentVault} from "./IPaymentVault.sol";
+import {VaultDeposits} from "./VaultDeposits.sol";
 
 /// @title PaymentVault
-/// @notice Holds client deposits and redeems EIP-712 cumulative vouchers, forwarding funds to EpochSettlement.
-contract PaymentVault is IPaymentVault, AccessControl, EIP712, ReentrancyGuard {
+/// @notice Holds client deposits (see VaultDeposits: deposits and withdrawal with notice) and redeems EIP-712
+/// cumulative vouchers, forwarding funds to EpochSettlement.
+contract PaymentVault is IPaymentVault, AccessControl, EIP712, VaultDeposits {
     using SafeERC20 for IERC20;
 
     /// @notice A client's signed promise to pay up to `cumulativeAmount` in total, valid until `expiry`.
@@ -27,23 +27,15 @@ contract PaymentVault is IPaymentVault, AccessControl, EIP712, ReentrancyGuard {
     /// @notice Maximum number of redemptions in one `redeem` call.
     uint256 public constant MAX_REDEEM_BATCH = 64;
 
-    /// @notice The payment token.
-    IERC20 public immutable token;
     /// @notice EpochSettlement contract receiving redeemed funds (set once).
     address public settlement;
     /// @notice Sum of all increases ever redeemed.
     uint256 public totalRedeemed;
-    /// @notice Unspent deposit of each client.
-    mapping(address client => uint256) public depositOf;
-    /// @notice Sum of all deposits ever made for each client.
-    mapping(address client => uint256) public totalDepositedOf;
     /// @notice Highest cumulative amount redeemed for each client.
     mapping(address client => uint256) public redeemedOf;
 
     /// @notice The settlement address was set.
     event SettlementSet(address settlement);
-    /// @notice `from` deposited `amount` for `client`, whose unspent deposit is now `balance`.
-    event Deposited(address indexed client, address indexed from, uint256 amount, uint256 balance);
     /// @notice A voucher of `client` was redeemed up to `cumulativeAmount`, charging `increase` more.
     event VoucherRedeemed(address indexed client, uint256 cumulativeAmount, uint256 increase);
 
@@ -51,10 +43,6 @@ contract PaymentVault is IPaymentVault, AccessControl, EIP712, ReentrancyGuard {
     error VaultSettlementAlreadySet(address current);
     /// @notice The settlement address has not been set.
     error VaultSettlementNotSet();
-    /// @notice An address argument was zero.
-    error VaultZeroAddress();
-    /// @notice An amount argument was zero.
-    error VaultZeroAmount();
     /// @notice The batch has `length` items, more than `max`.
     error VaultBatchTooLarge(uint256 length, uint256 max);
     /// @notice The voucher of `client` expired at `expiry`.
@@ -63,14 +51,15 @@ contract PaymentVault is IPaymentVault, AccessControl, EIP712, ReentrancyGuard {
     error VaultVoucherSignerMismatch(address client, address signer);
     /// @notice The claimed `amount` exceeds the signed `cumulativeAmount`.
     error VaultAmountAboveVoucher(address client, uint256 amount, uint256 cumulativeAmount);
-    /// @notice `client` needs `needed` but has only `available` deposited.
-    error VaultInsufficientDeposit(address client, uint256 needed, uint256 available);
 
     /// @param token_ The payment token (ComputeToken).
     /// @param admin Receives DEFAULT_ADMIN_ROLE and SETTLER_ROLE.
-    constructor(IERC20 token_, address admin) EIP712("inferledger PaymentVault", "1") {
-        if (address(token_) == address(0) || admin == address(0)) revert VaultZeroAddress();
-        token = token_;
+    /// @param withdrawalDelay_ Notice, in seconds, between a withdrawal request and its payment.
+    constructor(IERC20 token_, address admin, uint64 withdrawalDelay_)
+        EIP712("inferledger PaymentVault", "1")
+        VaultDeposits(token_, withdrawalDelay_)
+    {
+        if (admin == address(0)) revert VaultZeroAddress();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(SETTLER_ROLE, admin);
     }
@@ -82,32 +71,6 @@ contract PaymentVault is IPaymentVault, AccessControl, EIP712, ReentrancyGuard {
         if (settlement_ == address(0)) revert VaultZeroAddress();
         settlement = settlement_;
         emit SettlementSet(settlement_);
-    }
-
-    /// @notice Deposits `amount` from the caller for the caller (needs prior approval).
-    /// @param amount Amount to deposit.
-    function deposit(uint256 amount) external nonReentrant {
-        _deposit(msg.sender, amount);
-    }
-
-    /// @notice Deposits `amount` from the caller for `client` (needs prior approval).
-    /// @param client Account credited.
-    /// @param amount Amount to deposit.
-    function depositFor(address client, uint256 amount) external nonReentrant {
-        if (client == address(0)) revert VaultZeroAddress();
-        _deposit(client, amount);
-    }
-
-    /// @notice Approves via EIP-2612 permit and deposits `amount` for the caller.
-    /// @dev A failed permit (e.g. front-run) is ignored; the transfer then succeeds only if the allowance suffices.
-    /// @param amount Amount to deposit (and permit value).
-    /// @param deadline Permit deadline.
-    /// @param v Permit signature v.
-    /// @param r Permit signature r.
-    /// @param s Permit signature s.
-    function depositWithPermit(uint256 amount, uint256 deadline, uint8 v, bytes32 r, bytes32 s) external nonReentrant {
-        try IERC20Permit(address(token)).permit(msg.sender, address(this), amount, deadline, v, r, s) {} catch {}
-        _deposit(msg.sender, amount);
     }
 
     /// @notice Redeems a batch of vouchers and sends the total increase to the settlement contract.
@@ -137,15 +100,6 @@ contract PaymentVault is IPaymentVault, AccessControl, EIP712, ReentrancyGuard {
     /// @return The domain separator.
     function domainSeparator() external view returns (bytes32) {
         return _domainSeparatorV4();
-    }
-
-    function _deposit(address client, uint256 amount) private {
-        if (amount == 0) revert VaultZeroAmount();
-        uint256 balance = depositOf[client] + amount;
-        depositOf[client] = balance;
-        totalDepositedOf[client] += amount;
-        emit Deposited(client, msg.sender, amount, balance);
-        token.safeTransferFrom(msg.sender, address(this), amount);
     }
 
     function _redeemOne(Redemption calldata item) private returns (uint256 increase) {

@@ -21,7 +21,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from protocol import epochfile, merkle
-from protocol.contracts import Deployment
+from protocol.contracts import Deployment, EpochRecord
 from protocol.eip712 import Attestation, Voucher, job_id, recover_attestation, recover_voucher
 from protocol.errors import ProtocolError
 from protocol.fingerprint import Fingerprint
@@ -119,7 +119,14 @@ class Auditor:
     def _audit_epoch(
         self, n: int, report: AuditReport, run: _Running, events: dict[str, list[Any]]
     ) -> None:
-        root, file_hash, payout, fees, _, _ = self.settlement.functions.epochs(n).call()
+        record = EpochRecord.from_call(self.settlement.functions.epochs(n).call())
+        root, file_hash, payout, fees = (
+            record.root,
+            record.file_hash,
+            record.cumulative_payout,
+            record.cumulative_fees,
+        )
+        report.check("not_vetoed", not record.vetoed, n, "the guardian vetoed this epoch")
         raw = self.fetch(n)
         if not report.check(
             "file_hash",
@@ -143,7 +150,24 @@ class Auditor:
             self._audit_job(n, job, int(doc["fee_bps"]), report, run)
         self._audit_vouchers(n, doc, report, run)
         self._audit_leaves(n, doc, report, run, bytes(root), int(payout), int(fees))
+        self._audit_results(n, doc, report, record.results_root)
         self._audit_money(n, report, run, events)
+
+    def _audit_results(
+        self, n: int, doc: dict[str, Any], report: AuditReport, posted: bytes
+    ) -> None:
+        """The results root commits to every accepted job's consensus (what slashing proves
+        against): rebuilt from the file's jobs, it must equal the posted one."""
+        try:
+            rebuilt = merkle.build_results(epochfile.result_leaves(doc)).root
+        except (ProtocolError, KeyError, ValueError, TypeError):
+            rebuilt = b""
+        report.check(
+            "results_root",
+            rebuilt == posted and doc.get("results_root") == "0x" + posted.hex(),
+            n,
+            "the accepted jobs' results do not hash to the posted results root",
+        )
 
     def _audit_job(
         self, n: int, job: dict[str, Any], fee_bps: int, report: AuditReport, run: _Running

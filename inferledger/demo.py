@@ -36,7 +36,7 @@ from inferledger.procs import Processes, free_port, http_ok, start_hardhat_node,
 from ledger.chain.client import ChainClient, connect
 from ledger.chain.deploy import deploy
 from ledger.config import DEV_MNEMONIC, REPO_ROOT
-from protocol.contracts import CONTRACT_NAMES, artifact
+from protocol.contracts import CONTRACT_NAMES, EpochRecord, artifact
 
 logger = logging.getLogger(__name__)
 TOKEN = 10**18
@@ -379,7 +379,9 @@ def _claim_all(
     epoch: int,
     cfg: DemoConfig,
 ) -> list[dict[str, Any]]:
-    claimable_at = int(admin.call(admin.settlement.functions.epochs(epoch))[5])
+    claimable_at = EpochRecord.from_call(
+        admin.call(admin.settlement.functions.epochs(epoch))
+    ).claimable_at
 
     def window_over() -> bool:
         # A live chain makes blocks all the time; the automining dev node only on demand,

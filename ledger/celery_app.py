@@ -29,6 +29,7 @@ app.conf.update(
             "schedule": settings.reconcile_interval_s,
         },
         "close-epoch": {"task": "ledger.tasks.close_epoch", "schedule": settings.epoch_interval_s},
+        "slash": {"task": "ledger.tasks.slash", "schedule": settings.epoch_interval_s},
     },
     timezone="UTC",
 )

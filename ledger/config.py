@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     submit_batch_max: int = Field(64, ge=1, le=1024)
     voucher_min_ttl_s: int = Field(3600, ge=0)
     redeem_batch_size: int = Field(64, ge=1, le=64)
+    slash_batch_max: int = Field(32, ge=1, le=1000)
     auth_challenge_ttl_s: int = Field(300, ge=10)
     auth_token_ttl_s: int = Field(3600, ge=60)
     wait_max_s: float = Field(30.0, ge=0)

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ from web3 import Web3
 from ledger import invariants
 from ledger.context import Context
 from ledger.db import session_scope
-from ledger.errors import InvariantViolation
+from ledger.errors import EpochVetoed, InvariantViolation
 from ledger.models import Assignment, AssignmentStatus, Epoch, EpochStatus, Job, JobStatus, Transfer
 from protocol import epochfile, merkle
+from protocol.contracts import EpochRecord
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +171,7 @@ def build_document(session: Session, ctx: Context, epoch: Epoch) -> dict[str, An
         if v > 0
     ]
     tree = merkle.build([(leaf["account"], int(leaf["cumulative_wei"])) for leaf in leaves])
+    results = merkle.build_results(result_leaves(jobs))
     payout = sum(earned.values())
     redeemed = sum(charged.values())
     if payout + fees != redeemed:
@@ -194,6 +197,7 @@ def build_document(session: Session, ctx: Context, epoch: Epoch) -> dict[str, An
         "vouchers": _vouchers(session, n, charged),
         "leaves": leaves,
         "root": "0x" + tree.root.hex(),
+        "results_root": "0x" + results.root.hex(),
         "totals": {
             "cumulative_payout_wei": str(payout),
             "cumulative_fees_wei": str(fees),
@@ -205,6 +209,20 @@ def build_document(session: Session, ctx: Context, epoch: Epoch) -> dict[str, An
         },
         "previous": {"epoch": n - 1, "root": previous.root if previous else None},
     }
+
+
+def result_leaves(jobs: Sequence[Job]) -> list[merkle.ResultLeaf]:
+    """Leaves of the results tree: the consensus (fingerprint class, result hash) of every
+    accepted job with its model and input. A slash proves a worker signed another result."""
+    leaves = []
+    for j in jobs:
+        if j.status != JobStatus.ACCEPTED:
+            continue
+        if not (j.fingerprint and j.result_hash):
+            raise InvariantViolation(f"accepted_has_consensus: job {j.id} has no consensus result")
+        hashes = (j.id, j.model_hash, j.input_hash, j.fingerprint, j.result_hash)
+        leaves.append(merkle.ResultLeaf(*(bytes.fromhex(h[2:]) for h in hashes)))
+    return leaves
 
 
 def epoch_path(ctx: Context, number: int) -> Path:
@@ -238,12 +256,15 @@ def settle_on_chain(ctx: Context, doc: dict[str, Any], file_hash: bytes) -> int:
     for start in range(0, len(items), size):
         chain.transact(chain.vault.functions.redeem(items[start : start + size]), "redeem")
     n, root = int(doc["epoch"]), bytes.fromhex(doc["root"][2:])
+    results_root = bytes.fromhex(doc["results_root"][2:])
     last = int(chain.call(chain.settlement.functions.lastEpoch(), "lastEpoch"))
     if last >= n:
-        posted_root = bytes(chain.call(chain.settlement.functions.epochs(n), "epochs")[0])
-        if posted_root != root:
+        record = EpochRecord.from_call(chain.call(chain.settlement.functions.epochs(n), "epochs"))
+        if record.vetoed:  # the same file would be vetoed again: a person must look first
+            raise EpochVetoed(f"epoch {n} was vetoed by the guardian; it stays unposted for review")
+        if (record.root, record.results_root, record.file_hash) != (root, results_root, file_hash):
             raise InvariantViolation(
-                f"epoch {n} is on chain with root 0x{posted_root.hex()}, not {doc['root']}"
+                f"epoch {n} is on chain with root 0x{record.root.hex()}, not {doc['root']}"
             )
         return chain.gas_used - gas_before
     totals = doc["totals"]
@@ -251,6 +272,7 @@ def settle_on_chain(ctx: Context, doc: dict[str, Any], file_hash: bytes) -> int:
         chain.settlement.functions.postEpoch(
             n,
             root,
+            results_root,
             file_hash,
             int(totals["cumulative_payout_wei"]),
             int(totals["cumulative_fees_wei"]),

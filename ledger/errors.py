@@ -11,7 +11,8 @@ LedgerError
 ├── NoCapacity                  not enough eligible workers of distinct owners     (503)
 ├── InsufficientFunds           a transfer would make a non-system balance negative
 ├── InvariantViolation          a named invariant failed: stop, nothing is committed
-└── ChainError                  a chain call failed; ``name`` is the Solidity error
+├── ChainError                  a chain call failed; ``name`` is the Solidity error
+└── EpochVetoed                 the guardian vetoed a posted epoch: settlement stops for review
 """
 
 from __future__ import annotations
@@ -87,3 +88,8 @@ class ChainError(LedgerError):
         super().__init__(detail)
         self.name = name
         self.revert_args = args
+
+
+class EpochVetoed(LedgerError):
+    code = "epoch_vetoed"
+    status = 409

@@ -148,3 +148,23 @@ class Client(SQLModel, table=True):
     address: str = Field(primary_key=True, max_length=42)
     deposited_wei: int = Field(default=0, sa_column=Column(Wei(), nullable=False, default=0))
     max_voucher_wei: int = Field(default=0, sa_column=Column(Wei(), nullable=False, default=0))
+
+
+class SlashStatus(StrEnum):
+    SUBMITTED = "submitted"
+    REFUSED = "refused"  # the contract refused the evidence: recorded, never retried blindly
+
+
+class Slash(SQLModel, table=True):
+    """A wrong result proven on chain: the worker's own attestation against a finalized
+    consensus in the same fingerprint class. One per (worker, job)."""
+
+    id: str = Field(primary_key=True, max_length=120)  # "<worker>:<job id>"
+    worker: str = Field(max_length=42, index=True)
+    contributor: str = Field(max_length=42)
+    job_id: str = Field(max_length=66)
+    epoch: int = Field(index=True)
+    status: str = Field(max_length=16)
+    tx: str | None = Field(default=None, max_length=66)
+    detail: str | None = Field(default=None, max_length=256)
+    created_at: int = Field(default_factory=now_s)

@@ -4,6 +4,8 @@ runs twice, or a message that is redelivered, changes nothing the second time.""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import redis
@@ -14,6 +16,7 @@ from ledger.context import Context
 from ledger.db import session_scope
 from ledger.epochs import close_epoch as close_epoch_now
 from ledger.reconcile import reconcile_batch
+from ledger.slashing import submit_slashes
 
 logger = logging.getLogger(__name__)
 
@@ -36,20 +39,38 @@ def reconcile() -> int:
             return decided
 
 
-@app.task(name="ledger.tasks.close_epoch")  # type: ignore[untyped-decorator]
-def close_epoch() -> int | None:
-    """Close and settle the next epoch; one at a time across all Celery workers."""
-    ctx = context()
+@contextmanager
+def settler_lock(ctx: Context) -> Iterator[bool]:
+    """One sender of settler-key transactions at a time across all Celery workers (the nonce
+    allocator is per process). Yields False if another holds it; beat will try again."""
     lock = redis.Redis.from_url(ctx.settings.redis_url).lock(
-        f"{ctx.settings.celery_queue}:close-epoch",
+        f"{ctx.settings.celery_queue}:settler",
         timeout=ctx.settings.epoch_lock_timeout_s,
         blocking=False,
     )
-    if not lock.acquire():
-        logger.info("another worker is closing an epoch")
-        return None
+    acquired = bool(lock.acquire())
     try:
+        yield acquired
+    finally:
+        if acquired:
+            lock.release()
+
+
+@app.task(name="ledger.tasks.close_epoch")  # type: ignore[untyped-decorator]
+def close_epoch() -> int | None:
+    """Close and settle the next epoch."""
+    ctx = context()
+    with settler_lock(ctx) as mine:
+        if not mine:
+            logger.info("another worker holds the settler key's lock")
+            return None
         outcome = close_epoch_now(ctx)
         return outcome.number if outcome else None
-    finally:
-        lock.release()
+
+
+@app.task(name="ledger.tasks.slash")  # type: ignore[untyped-decorator]
+def slash() -> int:
+    """Submit the slashes whose evidence is final (a finalized epoch), a batch at a time."""
+    ctx = context()
+    with settler_lock(ctx) as mine:
+        return len(submit_slashes(ctx, ctx.settings.slash_batch_max)) if mine else 0

@@ -7,6 +7,7 @@ EIP-712 domains, the auditor to read events.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,34 @@ def artifact(artifacts_dir: Path, name: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} not found: compile the contracts first (make contracts)")
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """``EpochSettlement.epochs(n)``, named: the one place that knows the getter's order."""
+
+    root: bytes
+    results_root: bytes
+    file_hash: bytes
+    cumulative_payout: int
+    cumulative_fees: int
+    posted_at: int
+    claimable_at: int
+    vetoed: bool
+
+    @classmethod
+    def from_call(cls, values: Sequence[Any]) -> EpochRecord:
+        root, results, file_hash, payout, fees, posted, claimable, vetoed = values
+        return cls(
+            bytes(root),
+            bytes(results),
+            bytes(file_hash),
+            int(payout),
+            int(fees),
+            int(posted),
+            int(claimable),
+            bool(vetoed),
+        )
 
 
 @dataclass(frozen=True)

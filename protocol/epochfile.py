@@ -13,6 +13,8 @@ from typing import Any
 
 from eth_utils import keccak
 
+from protocol.merkle import ResultLeaf
+
 FORMAT = "inferledger-epoch/v1"
 
 
@@ -31,3 +33,17 @@ def parse(raw: bytes) -> dict[str, Any]:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"not an epoch file of format {FORMAT}")
     return document
+
+
+def result_leaves(document: dict[str, Any]) -> list[ResultLeaf]:
+    """The results tree's leaves: the consensus of every accepted job."""
+    return [
+        ResultLeaf(
+            *(
+                bytes.fromhex(job[k][2:])
+                for k in ("job_id", "model_hash", "input_hash", "fingerprint", "result_hash")
+            )
+        )
+        for job in document["jobs"]
+        if job["status"] == "accepted"
+    ]

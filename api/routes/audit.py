@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from sqlmodel import col, select
 
 from api.deps import ContextDep, SessionDep
-from api.schemas import EpochPublic, ProofPublic
+from api.schemas import EpochPublic, ProofPublic, ResultProofPublic
 from ledger.auth import checked_address
 from ledger.epochs import epoch_path
 from ledger.errors import NotFound
@@ -72,4 +72,31 @@ def get_proof(number: int, account: str, session: SessionDep, ctx: ContextDep) -
         cumulative_wei=str(tree.amount_of(account)),
         proof=["0x" + p.hex() for p in proof],
         root="0x" + tree.root.hex(),
+    )
+
+
+@router.get("/{number}/results/{job_id}", response_model=ResultProofPublic)
+def get_result_proof(
+    number: int, job_id: str, session: SessionDep, ctx: ContextDep
+) -> ResultProofPublic:
+    """A receipt that the job's consensus result is under the epoch's posted results root."""
+    _posted(session, number)
+    doc = epochfile.parse(epoch_path(ctx, number).read_bytes())
+    job = next(
+        (j for j in doc["jobs"] if j["job_id"] == job_id.lower() and j["status"] == "accepted"),
+        None,
+    )
+    if job is None:
+        raise NotFound(f"job {job_id} is not an accepted job of epoch {number}")
+    tree = merkle.build_results(epochfile.result_leaves(doc))
+    key = (bytes.fromhex(job["job_id"][2:]), bytes.fromhex(job["fingerprint"][2:]))
+    return ResultProofPublic(
+        epoch=number,
+        job_id=job["job_id"],
+        model_hash=job["model_hash"],
+        input_hash=job["input_hash"],
+        fingerprint=job["fingerprint"],
+        result_hash=job["result_hash"],
+        proof=["0x" + p.hex() for p in tree.proof_of(key)],
+        results_root="0x" + tree.root.hex(),
     )

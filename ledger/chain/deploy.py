@@ -44,14 +44,30 @@ def deploy(
     treasury: str,
     min_stake_wei: int,
     challenge_window_s: int,
+    withdrawal_delay_s: int = 86_400,
+    unbonding_delay_s: int = 7 * 86_400,
+    slash_bps: int = 1_000,
+    slash_pool: str | None = None,
 ) -> tuple[Deployment, int]:
-    """Deploy and link; the admin key also holds the settler role. Returns (deployment, gas)."""
+    """Deploy and link; the admin key also holds the settler and guardian roles.
+    Slashed stake goes to ``slash_pool`` (the treasury unless named). Returns (deployment, gas)."""
     admin = Account.from_key(admin_key).address
     start_block = w3.eth.block_number
     token, g1 = _deploy_one(w3, artifacts_dir, "ComputeToken", admin_key, admin)
-    vault, g2 = _deploy_one(w3, artifacts_dir, "PaymentVault", admin_key, token, admin)
+    vault, g2 = _deploy_one(
+        w3, artifacts_dir, "PaymentVault", admin_key, token, admin, withdrawal_delay_s
+    )
     registry, g3 = _deploy_one(
-        w3, artifacts_dir, "StakeRegistry", admin_key, token, admin, min_stake_wei
+        w3,
+        artifacts_dir,
+        "StakeRegistry",
+        admin_key,
+        token,
+        admin,
+        min_stake_wei,
+        unbonding_delay_s,
+        slash_bps,
+        slash_pool or treasury,
     )
     settlement, g4 = _deploy_one(
         w3, artifacts_dir, "EpochSettlement", admin_key, token, admin, treasury, challenge_window_s
@@ -67,4 +83,5 @@ def deploy(
     client = ChainClient(w3, deployment, artifacts_dir, admin_key)
     client.transact(client.vault.functions.setSettlement(settlement), "setSettlement")
     client.transact(client.settlement.functions.setVault(vault), "setVault")
+    client.transact(client.registry.functions.setSettlement(settlement), "registry.setSettlement")
     return deployment, g1 + g2 + g3 + g4 + client.gas_used

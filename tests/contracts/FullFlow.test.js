@@ -5,11 +5,18 @@ const { StandardMerkleTree } = require("@openzeppelin/merkle-tree");
 const H = require("./helpers");
 const { ONE, MIN_STAKE, CHALLENGE_WINDOW } = H;
 
+const JOB = ethers.id("job-7");
+const MODEL = ethers.id("model");
+const INPUT = ethers.id("input-7");
+const FP = ethers.id("fingerprint-class");
+const CONSENSUS = ethers.id("consensus result");
+
 describe("Full flow", function () {
-  it("deposits, vouchers, registration, two epochs, claims and fees conserve money", async function () {
-    const { token, vault, registry, settlement, treasury, clients, contributors } = await H.deployWired();
+  it("deposits, vouchers, registration, two epochs, claims, fees, withdrawal, unbonding and a slash conserve money", async function () {
+    const { token, vault, registry, settlement, treasury, pool, clients, contributors } = await H.deployWired();
     const settlementAddr = await settlement.getAddress();
-    const holders = [await vault.getAddress(), settlementAddr, await registry.getAddress(), treasury.address];
+    const registryAddr = await registry.getAddress();
+    const holders = [await vault.getAddress(), settlementAddr, registryAddr, treasury.address, pool.address];
     for (const s of [...clients, ...contributors]) holders.push(s.address);
 
     async function checkConservation() {
@@ -23,6 +30,10 @@ describe("Full flow", function () {
       // settlement holds redeemed minus paid out
       const held = (await vault.totalRedeemed()) - (await settlement.totalClaimed()) - (await settlement.feesPaid());
       expect(await token.balanceOf(settlementAddr)).to.equal(held);
+      // registry holds exactly bonded plus unbonding stake
+      let staked = 0n;
+      for (const c of contributors) staked += (await registry.stakeOf(c.address)) + (await registry.unbondingOf(c.address)).amount;
+      expect(await token.balanceOf(registryAddr)).to.equal(staked);
     }
 
     // contributors stake and register device keys
@@ -67,7 +78,11 @@ describe("Full flow", function () {
       ],
       ["address", "uint256"]
     );
-    await settlement.postEpoch(1, tree1.root, ethers.id("epoch-1.json"), 54n * ONE, 6n * ONE);
+    const results1 = H.resultsTree([
+      [JOB, MODEL, INPUT, FP, CONSENSUS],
+      [ethers.id("job-8"), MODEL, ethers.id("input-8"), FP, ethers.id("other")],
+    ]);
+    await settlement.postEpoch(1, tree1.root, results1.root, ethers.id("epoch-1.json"), 54n * ONE, 6n * ONE);
     await time.increase(CHALLENGE_WINDOW);
     for (const [i, [a, amt]] of tree1.entries()) {
       await settlement.claim(1, a, amt, tree1.getProof(i));
@@ -89,7 +104,7 @@ describe("Full flow", function () {
       ],
       ["address", "uint256"]
     );
-    await settlement.postEpoch(2, tree2.root, ethers.id("epoch-2.json"), 108n * ONE, 12n * ONE);
+    await settlement.postEpoch(2, tree2.root, ethers.id("results-2"), ethers.id("epoch-2.json"), 108n * ONE, 12n * ONE);
     await time.increase(CHALLENGE_WINDOW);
     for (const [i, [a, amt]] of tree2.entries()) {
       await settlement.claim(2, a, amt, tree2.getProof(i));
@@ -105,5 +120,27 @@ describe("Full flow", function () {
     expect(await vault.depositOf(clients[0].address)).to.equal(130n * ONE);
     expect(await vault.depositOf(clients[3].address)).to.equal(20n * ONE);
     expect(workers.length).to.equal(3);
+
+    // client 1 (80 left) signs a voucher, asks to withdraw everything, and is charged 10 during the notice
+    const late = await H.redemption(vault, clients[1], 30n * ONE, 30n * ONE, (await H.latest()) + 30n * 86400n);
+    await vault.connect(clients[1]).requestWithdrawal(80n * ONE);
+    await vault.redeem([late]);
+    await checkConservation();
+    await time.increase(H.WITHDRAWAL_DELAY);
+    await expect(vault.connect(clients[1]).withdraw()).to.emit(vault, "Withdrawn").withArgs(clients[1].address, 70n * ONE, 0n);
+    await checkConservation();
+
+    // contributor 2 starts leaving; its worker signed a wrong result for JOB, which epoch 1 settled: slashed
+    await registry.connect(contributors[1]).requestUnbond(60n * ONE);
+    const wrong = { jobId: JOB, modelHash: MODEL, inputHash: INPUT, resultHash: ethers.id("wrong"), fingerprint: FP };
+    const proof = H.proofWhere(results1, (v) => v[0] === JOB).proof;
+    await registry.slash(wrong, await H.signAttestation(workers[1], registry, wrong), 1, CONSENSUS, proof);
+    expect(await token.balanceOf(pool.address)).to.equal(10n * ONE); // 10% of 40 bonded + 60 unbonding
+    expect(await registry.isEligible(workers[1].address)).to.equal(false);
+    await checkConservation();
+    await time.increase(H.UNBONDING_DELAY);
+    await registry.connect(contributors[1]).withdrawUnbonded();
+    expect(await registry.stakeOf(contributors[1].address)).to.equal(30n * ONE);
+    await checkConservation();
   });
 });

@@ -18,6 +18,7 @@ describe("PaymentVault", function () {
       expect(await vault.token()).to.equal(await token.getAddress());
       expect(await vault.settlement()).to.equal(ethers.ZeroAddress);
       expect(await vault.MAX_REDEEM_BATCH()).to.equal(64n);
+      expect(await vault.withdrawalDelay()).to.equal(H.WITHDRAWAL_DELAY);
       expect(await vault.SETTLER_ROLE()).to.equal(ethers.id("SETTLER_ROLE"));
       expect(await vault.hasRole(await vault.DEFAULT_ADMIN_ROLE(), admin.address)).to.equal(true);
       expect(await vault.hasRole(await vault.SETTLER_ROLE(), admin.address)).to.equal(true);
@@ -33,8 +34,8 @@ describe("PaymentVault", function () {
     it("constructor refuses zero addresses", async function () {
       const { token, admin, vault } = await loadFixture(unwired);
       const Vault = await ethers.getContractFactory("PaymentVault");
-      await expect(Vault.deploy(ethers.ZeroAddress, admin.address)).to.be.revertedWithCustomError(vault, "VaultZeroAddress");
-      await expect(Vault.deploy(await token.getAddress(), ethers.ZeroAddress)).to.be.revertedWithCustomError(
+      await expect(Vault.deploy(ethers.ZeroAddress, admin.address, 1)).to.be.revertedWithCustomError(vault, "VaultZeroAddress");
+      await expect(Vault.deploy(await token.getAddress(), ethers.ZeroAddress, 1)).to.be.revertedWithCustomError(
         vault,
         "VaultZeroAddress"
       );
@@ -245,7 +246,7 @@ describe("PaymentVault", function () {
     it("refuses a voucher signed for another vault address", async function () {
       const { token, vault, admin, clients } = await loadFixture(funded);
       const [c] = clients;
-      const other = await (await ethers.getContractFactory("PaymentVault")).deploy(await token.getAddress(), admin.address);
+      const other = await (await ethers.getContractFactory("PaymentVault")).deploy(await token.getAddress(), admin.address, H.WITHDRAWAL_DELAY);
       const voucher = { client: c.address, cumulativeAmount: ONE, expiry: (await H.latest()) + 1000n };
       const signature = await H.signVoucher(c, await other.getAddress(), voucher);
       const recovered = ethers.recoverAddress(await vault.hashVoucher(voucher), signature);
@@ -352,6 +353,171 @@ describe("PaymentVault", function () {
       const steady = await (await vault.redeem(next)).wait();
       console.log(`      gas redeem(64 vouchers, clients already redeemed before): ${steady.gasUsed}`);
       expect(await vault.totalRedeemed()).to.equal(64n * 5n * ONE);
+    });
+  });
+
+  describe("withdrawal with notice", function () {
+    // client 0 has 100 ONE deposited
+    async function deposited() {
+      const f = await H.deployWired();
+      await f.vault.connect(f.clients[0]).deposit(100n * ONE);
+      return f;
+    }
+
+    it("requestWithdrawal records (amount, now + withdrawalDelay) and emits WithdrawalRequested", async function () {
+      const { vault, clients } = await loadFixture(deposited);
+      const [c] = clients;
+      const tx = vault.connect(c).requestWithdrawal(40n * ONE);
+      const unlockAt = (await H.txTime(tx)) + H.WITHDRAWAL_DELAY;
+      await expect(tx).to.emit(vault, "WithdrawalRequested").withArgs(c.address, 40n * ONE, unlockAt);
+      const p = await vault.pendingWithdrawalOf(c.address);
+      expect([p.amount, p.unlockAt]).to.deep.equal([40n * ONE, unlockAt]);
+      expect(await vault.depositOf(c.address)).to.equal(100n * ONE); // nothing moves before the notice is over
+    });
+
+    it("a new request replaces the old one and restarts the notice", async function () {
+      const { vault, clients } = await loadFixture(deposited);
+      const [c] = clients;
+      const first = (await H.txTime(vault.connect(c).requestWithdrawal(40n * ONE))) + H.WITHDRAWAL_DELAY;
+      await time.increase(1000);
+      const second = (await H.txTime(vault.connect(c).requestWithdrawal(60n * ONE))) + H.WITHDRAWAL_DELAY;
+      expect(second).to.be.greaterThan(first);
+      expect(await vault.pendingWithdrawalOf(c.address)).to.deep.equal([60n * ONE, second]);
+      await time.setNextBlockTimestamp(first);
+      await expect(vault.connect(c).withdraw())
+        .to.be.revertedWithCustomError(vault, "VaultWithdrawalLocked")
+        .withArgs(c.address, second);
+    });
+
+    it("requestWithdrawal refuses zero and more than the deposit", async function () {
+      const { vault, clients } = await loadFixture(deposited);
+      const [c, other] = clients;
+      await expect(vault.connect(c).requestWithdrawal(0)).to.be.revertedWithCustomError(vault, "VaultZeroAmount");
+      await expect(vault.connect(c).requestWithdrawal(100n * ONE + 1n))
+        .to.be.revertedWithCustomError(vault, "VaultInsufficientDeposit")
+        .withArgs(c.address, 100n * ONE + 1n, 100n * ONE);
+      await expect(vault.connect(other).requestWithdrawal(1n))
+        .to.be.revertedWithCustomError(vault, "VaultInsufficientDeposit")
+        .withArgs(other.address, 1n, 0n);
+    });
+
+    it("cancelWithdrawal clears the request; without one it reverts", async function () {
+      const { vault, clients } = await loadFixture(deposited);
+      const [c] = clients;
+      await expect(vault.connect(c).cancelWithdrawal()).to.be.revertedWithCustomError(vault, "VaultNoWithdrawal").withArgs(c.address);
+      await vault.connect(c).requestWithdrawal(40n * ONE);
+      await expect(vault.connect(c).cancelWithdrawal()).to.emit(vault, "WithdrawalCancelled").withArgs(c.address);
+      expect(await vault.pendingWithdrawalOf(c.address)).to.deep.equal([0n, 0n]);
+      await time.increase(H.WITHDRAWAL_DELAY);
+      await expect(vault.connect(c).withdraw()).to.be.revertedWithCustomError(vault, "VaultNoWithdrawal").withArgs(c.address);
+    });
+
+    it("withdraw is locked until unlockAt, then pays the request once", async function () {
+      const { token, vault, clients, stranger } = await loadFixture(deposited);
+      const [c] = clients;
+      await expect(vault.connect(c).withdraw()).to.be.revertedWithCustomError(vault, "VaultNoWithdrawal").withArgs(c.address);
+      const unlockAt = (await H.txTime(vault.connect(c).requestWithdrawal(40n * ONE))) + H.WITHDRAWAL_DELAY;
+      // nobody else can trigger or take it
+      await expect(vault.connect(stranger).withdraw())
+        .to.be.revertedWithCustomError(vault, "VaultNoWithdrawal")
+        .withArgs(stranger.address);
+      await time.setNextBlockTimestamp(unlockAt - 1n);
+      await expect(vault.connect(c).withdraw())
+        .to.be.revertedWithCustomError(vault, "VaultWithdrawalLocked")
+        .withArgs(c.address, unlockAt);
+      await time.setNextBlockTimestamp(unlockAt);
+      const tx = vault.connect(c).withdraw();
+      await expect(tx).to.emit(vault, "Withdrawn").withArgs(c.address, 40n * ONE, 60n * ONE);
+      await expect(tx).to.changeTokenBalances(token, [c, vault, stranger], [40n * ONE, -40n * ONE, 0n]);
+      expect(await vault.depositOf(c.address)).to.equal(60n * ONE);
+      expect(await vault.pendingWithdrawalOf(c.address)).to.deep.equal([0n, 0n]);
+      expect(await vault.totalDepositedOf(c.address)).to.equal(100n * ONE);
+      await expect(vault.connect(c).withdraw()).to.be.revertedWithCustomError(vault, "VaultNoWithdrawal").withArgs(c.address);
+    });
+
+    it("vouchers signed before the request stay redeemable during the notice; withdraw pays only what is left", async function () {
+      const { token, vault, settlement, clients } = await loadFixture(deposited);
+      const [c] = clients;
+      // signed before the request (valid for 10 days), charged in two steps during the notice
+      const voucher = await H.redemption(vault, c, 90n * ONE, 30n * ONE, (await H.latest()) + 10n * 86400n);
+      await vault.connect(c).requestWithdrawal(100n * ONE);
+      await vault.redeem([voucher]);
+      await vault.redeem([{ ...voucher, amount: 70n * ONE }]);
+      expect(await vault.depositOf(c.address)).to.equal(30n * ONE);
+      await time.increase(H.WITHDRAWAL_DELAY);
+      const tx = vault.connect(c).withdraw();
+      await expect(tx).to.emit(vault, "Withdrawn").withArgs(c.address, 30n * ONE, 0n);
+      await expect(tx).to.changeTokenBalances(token, [c, vault, settlement], [30n * ONE, -30n * ONE, 0n]);
+      // nothing is ever redeemable beyond the deposit
+      await expect(vault.redeem([{ ...voucher, amount: 90n * ONE }]))
+        .to.be.revertedWithCustomError(vault, "VaultInsufficientDeposit")
+        .withArgs(c.address, 20n * ONE, 0n);
+      expect(await token.balanceOf(await settlement.getAddress())).to.equal(70n * ONE);
+      expect(await token.balanceOf(await vault.getAddress())).to.equal(0n);
+    });
+
+    it("withdraw after the whole deposit was redeemed pays nothing and clears the request", async function () {
+      const { token, vault, clients } = await loadFixture(deposited);
+      const [c] = clients;
+      await vault.connect(c).requestWithdrawal(50n * ONE);
+      await vault.redeem([await H.redemption(vault, c, 100n * ONE)]);
+      await time.increase(H.WITHDRAWAL_DELAY);
+      const tx = vault.connect(c).withdraw();
+      await expect(tx).to.emit(vault, "Withdrawn").withArgs(c.address, 0n, 0n);
+      await expect(tx).not.to.emit(token, "Transfer");
+      expect(await vault.pendingWithdrawalOf(c.address)).to.deep.equal([0n, 0n]);
+    });
+  });
+
+  describe("re-entry through a malicious token", function () {
+    async function reentrant() {
+      const f = await H.deployWired({ token: "ReentrantToken" });
+      for (const c of f.clients) await f.vault.connect(c).deposit(100n * ONE);
+      return f;
+    }
+
+    it("withdraw cannot be re-entered from the token transfer", async function () {
+      const { token, vault, clients } = await loadFixture(reentrant);
+      const [c] = clients;
+      const vaultAddr = await vault.getAddress();
+      await vault.connect(c).requestWithdrawal(40n * ONE);
+      await time.increase(H.WITHDRAWAL_DELAY);
+      await token.arm(vaultAddr, vault.interface.encodeFunctionData("withdraw"));
+      const tx = vault.connect(c).withdraw();
+      await expect(tx).to.emit(vault, "Withdrawn").withArgs(c.address, 40n * ONE, 60n * ONE);
+      await expect(tx).to.changeTokenBalances(token, [c, vault], [40n * ONE, -40n * ONE]);
+      expect(await token.attempts()).to.equal(1n);
+      expect(await token.lastSuccess()).to.equal(false);
+      expect(H.reentryError(vault, await token.lastReturnData())).to.equal("ReentrancyGuardReentrantCall");
+      expect(await vault.depositOf(c.address)).to.equal(60n * ONE);
+      expect(await token.balanceOf(vaultAddr)).to.equal(360n * ONE);
+    });
+
+    it("redeem cannot be re-entered, even by a token holding SETTLER_ROLE", async function () {
+      const { token, vault, settlement, clients } = await loadFixture(reentrant);
+      const [a, b] = clients;
+      await vault.grantRole(await vault.SETTLER_ROLE(), await token.getAddress());
+      const second = await H.redemption(vault, b, 5n * ONE);
+      await token.arm(await vault.getAddress(), vault.interface.encodeFunctionData("redeem", [[second]]));
+      const tx = vault.redeem([await H.redemption(vault, a, 7n * ONE)]);
+      await expect(tx).to.changeTokenBalance(token, settlement, 7n * ONE);
+      expect(await token.lastSuccess()).to.equal(false);
+      expect(H.reentryError(vault, await token.lastReturnData())).to.equal("ReentrancyGuardReentrantCall");
+      expect(await vault.redeemedOf(b.address)).to.equal(0n);
+      expect(await vault.totalRedeemed()).to.equal(7n * ONE);
+      expect(await vault.depositOf(b.address)).to.equal(100n * ONE);
+    });
+
+    it("a deposit cannot re-enter withdraw", async function () {
+      const { token, vault, clients } = await loadFixture(reentrant);
+      const [c] = clients;
+      await vault.connect(c).requestWithdrawal(10n * ONE);
+      await time.increase(H.WITHDRAWAL_DELAY);
+      await token.arm(await vault.getAddress(), vault.interface.encodeFunctionData("withdraw"));
+      await expect(vault.connect(c).deposit(ONE)).to.emit(vault, "Deposited");
+      expect(H.reentryError(vault, await token.lastReturnData())).to.equal("ReentrancyGuardReentrantCall");
+      expect((await vault.pendingWithdrawalOf(c.address)).amount).to.equal(10n * ONE); // still pending, not paid
+      expect(await vault.depositOf(c.address)).to.equal(101n * ONE);
     });
   });
 });

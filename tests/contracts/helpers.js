@@ -1,10 +1,17 @@
 // Shared deployment fixture and EIP-712 helpers for the contract tests (no tests here).
 const { ethers } = require("hardhat");
+const { StandardMerkleTree } = require("@openzeppelin/merkle-tree");
 
 const ONE = 10n ** 18n;
 const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
 const MIN_STAKE = 100n * ONE;
 const CHALLENGE_WINDOW = 3600n;
+const WITHDRAWAL_DELAY = 86400n;
+const UNBONDING_DELAY = 7n * 86400n;
+const SLASH_BPS = 1000n;
+// results leaf: (jobId, modelHash, inputHash, fingerprint, resultHash)
+const RESULT_TYPES = ["bytes32", "bytes32", "bytes32", "bytes32", "bytes32"];
+const EARNING_TYPES = ["address", "uint256"];
 
 const VOUCHER_TYPES = {
   Voucher: [
@@ -80,33 +87,88 @@ async function latest() {
   return BigInt((await ethers.provider.getBlock("latest")).timestamp);
 }
 
-/** Deploys token, vault, registry and settlement, wired together, with balances for clients. */
-async function deployAll() {
+/**
+ * Deploys token, vault, registry and settlement (not wired), with balances and approvals for clients and
+ * contributors. `opts.token` is "ComputeToken" (default) or "ReentrantToken"; `opts.slashBps` overrides SLASH_BPS.
+ */
+async function deployAll(opts = {}) {
   const [admin, stranger, treasury, ...rest] = await ethers.getSigners();
   const clients = rest.slice(0, 4);
   const contributors = rest.slice(4, 8);
-  const Token = await ethers.getContractFactory("ComputeToken");
-  const token = await Token.deploy(admin.address);
-  const Vault = await ethers.getContractFactory("PaymentVault");
-  const vault = await Vault.deploy(await token.getAddress(), admin.address);
-  const Registry = await ethers.getContractFactory("StakeRegistry");
-  const registry = await Registry.deploy(await token.getAddress(), admin.address, MIN_STAKE);
+  const pool = rest[8];
+  const tokenName = opts.token ?? "ComputeToken";
+  const Token = await ethers.getContractFactory(tokenName);
+  const token = tokenName === "ComputeToken" ? await Token.deploy(admin.address) : await Token.deploy();
+  const t = await token.getAddress();
+  const vault = await (await ethers.getContractFactory("PaymentVault")).deploy(t, admin.address, WITHDRAWAL_DELAY);
+  const registry = await (await ethers.getContractFactory("StakeRegistry")).deploy(
+    t,
+    admin.address,
+    MIN_STAKE,
+    UNBONDING_DELAY,
+    opts.slashBps ?? SLASH_BPS,
+    pool.address
+  );
   const Settlement = await ethers.getContractFactory("EpochSettlement");
-  const settlement = await Settlement.deploy(await token.getAddress(), admin.address, treasury.address, CHALLENGE_WINDOW);
+  const settlement = await Settlement.deploy(t, admin.address, treasury.address, CHALLENGE_WINDOW);
   for (const a of [...clients, ...contributors]) {
     await token.mint(a.address, 1000n * ONE);
     await token.connect(a).approve(await vault.getAddress(), ethers.MaxUint256);
     await token.connect(a).approve(await registry.getAddress(), ethers.MaxUint256);
   }
-  return { token, vault, registry, settlement, admin, stranger, treasury, clients, contributors };
+  return { token, vault, registry, settlement, admin, stranger, treasury, pool, clients, contributors };
 }
 
-/** deployAll plus vault <-> settlement wiring. */
-async function deployWired() {
-  const f = await deployAll();
+/** deployAll plus vault <-> settlement and registry -> settlement wiring. */
+async function deployWired(opts = {}) {
+  const f = await deployAll(opts);
   await f.vault.setSettlement(await f.settlement.getAddress());
   await f.settlement.setVault(await f.vault.getAddress());
+  await f.registry.setSettlement(await f.settlement.getAddress());
   return f;
+}
+
+/** Signs a worker registration of `key` to `contributor` and registers it from `contributor`. */
+async function registerWorker(registry, contributor, key) {
+  const deadline = (await latest()) + 600n;
+  const signature = await key.signTypedData(await registryDomain(await registry.getAddress()), REGISTRATION_TYPES, {
+    worker: key.address,
+    contributor: contributor.address,
+    deadline,
+  });
+  return registry.connect(contributor).registerWorker(key.address, deadline, signature);
+}
+
+/** Signs an attestation with a worker key under the registry domain. */
+async function signAttestation(key, registry, attestation) {
+  return key.signTypedData(await registryDomain(await registry.getAddress()), ATTESTATION_TYPES, attestation);
+}
+
+/** An OpenZeppelin StandardMerkleTree of (jobId, modelHash, inputHash, fingerprint, resultHash) results leaves. */
+function resultsTree(entries) {
+  return StandardMerkleTree.of(entries, RESULT_TYPES);
+}
+
+/** An OpenZeppelin StandardMerkleTree of (account, cumulativeAmount) earnings leaves. */
+function earningsTree(entries) {
+  return StandardMerkleTree.of(entries, EARNING_TYPES);
+}
+
+/** The proof of the first leaf of `tree` whose values satisfy `pred`. */
+function proofWhere(tree, pred) {
+  for (const [i, v] of tree.entries()) if (pred(v)) return { value: v, proof: tree.getProof(i) };
+  throw new Error("no such leaf");
+}
+
+/** Block timestamp of a mined transaction. */
+async function txTime(tx) {
+  const receipt = await (await tx).wait();
+  return BigInt((await ethers.provider.getBlock(receipt.blockNumber)).timestamp);
+}
+
+/** Decodes the revert data a ReentrantToken recorded and returns the error name. */
+function reentryError(contract, data) {
+  return contract.interface.parseError(data)?.name;
 }
 
 /** Builds a signed redemption for `client` charging `amount` of a voucher for `cumulativeAmount`. */
@@ -125,6 +187,11 @@ module.exports = {
   SECP256K1_N,
   MIN_STAKE,
   CHALLENGE_WINDOW,
+  WITHDRAWAL_DELAY,
+  UNBONDING_DELAY,
+  SLASH_BPS,
+  RESULT_TYPES,
+  EARNING_TYPES,
   VOUCHER_TYPES,
   ATTESTATION_TYPES,
   REGISTRATION_TYPES,
@@ -139,4 +206,11 @@ module.exports = {
   deployAll,
   deployWired,
   redemption,
+  registerWorker,
+  signAttestation,
+  resultsTree,
+  earningsTree,
+  proofWhere,
+  txTime,
+  reentryError,
 };

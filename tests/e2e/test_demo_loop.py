@@ -32,8 +32,8 @@ from inferledger.audit import Auditor
 from inferledger.demo import DemoConfig, DemoResult, run_demo
 from ledger.chain.client import ChainClient, connect
 from ledger.config import REPO_ROOT
-from protocol import hashing, tensors
-from protocol.contracts import CONTRACT_NAMES, Deployment, artifact
+from protocol import hashing, merkle, tensors
+from protocol.contracts import CONTRACT_NAMES, Deployment, EpochRecord, artifact
 from protocol.eip712 import Attestation, recover_attestation
 
 REQUESTS = 24
@@ -107,13 +107,30 @@ def check_settlement(result: DemoResult, reader: ChainClient) -> None:
     assert last >= 1
     for n in range(1, last + 1):
         raw = httpx.get(f"{result.api_url}/v1/epochs/{n}/file", timeout=10).content
-        root, file_hash, payout, fees, _, _ = reader.call(reader.settlement.functions.epochs(n))
+        record = EpochRecord.from_call(reader.call(reader.settlement.functions.epochs(n)))
+        payout, fees = record.cumulative_payout, record.cumulative_fees
         doc = json.loads(raw)
-        assert bytes(file_hash) == bytes(keccak(raw))
-        assert "0x" + bytes(root).hex() == doc["root"]
+        assert record.file_hash == bytes(keccak(raw))
+        assert "0x" + record.root.hex() == doc["root"]
+        assert "0x" + record.results_root.hex() == doc["results_root"]
+        assert not record.vetoed
+        check_result_receipts(result, doc, record.results_root)
         assert payout == sum(int(leaf["cumulative_wei"]) for leaf in doc["leaves"])
         assert int(doc["totals"]["cumulative_fees_wei"]) == fees
     assert payout + fees == result.summary["client_paid_wei"]
+
+
+def check_result_receipts(result: DemoResult, doc: dict[str, Any], results_root: bytes) -> None:
+    """Each accepted job's receipt proves its consensus is under the posted results root."""
+    for job in doc["jobs"][:5]:
+        proof = httpx.get(
+            f"{result.api_url}/v1/epochs/{doc['epoch']}/results/{job['job_id']}", timeout=10
+        ).json()
+        keys = ("job_id", "model_hash", "input_hash", "fingerprint", "result_hash")
+        leaf = merkle.ResultLeaf(*(bytes.fromhex(job[k][2:]) for k in keys)).hash()
+        assert merkle.verify_leaf(
+            results_root, leaf, [bytes.fromhex(p[2:]) for p in proof["proof"]]
+        )
 
 
 def check_claims(result: DemoResult, reader: ChainClient) -> None:

@@ -29,6 +29,7 @@ from ledger.jobs import JobRequest, create_job
 from ledger.models import Assignment, AssignmentStatus, Epoch, EpochStatus, Job, JobStatus
 from ledger.reconcile import reconcile_batch
 from protocol import epochfile, merkle, tensors
+from protocol.contracts import EpochRecord
 from protocol.eip712 import Voucher, sign_voucher
 
 TOKEN = 10**18
@@ -107,12 +108,13 @@ def _job(ctx: Context, chain: Any, n: int, *, agree: bool = True) -> str:
 
 def _on_chain(ctx: Context, n: int) -> dict[str, Any]:
     c = ctx.chain
-    root, file_hash, payout, fees, _, _ = c.call(c.settlement.functions.epochs(n))
+    record = EpochRecord.from_call(c.call(c.settlement.functions.epochs(n)))
     return {
-        "root": "0x" + bytes(root).hex(),
-        "file_hash": "0x" + bytes(file_hash).hex(),
-        "payout": payout,
-        "fees": fees,
+        "root": "0x" + record.root.hex(),
+        "results_root": "0x" + record.results_root.hex(),
+        "file_hash": "0x" + record.file_hash.hex(),
+        "payout": record.cumulative_payout,
+        "fees": record.cumulative_fees,
     }
 
 

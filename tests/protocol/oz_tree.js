@@ -7,8 +7,11 @@ let input = "";
 process.stdin.setEncoding("utf8");
 process.stdin.on("data", (chunk) => (input += chunk));
 process.stdin.on("end", () => {
-  const out = JSON.parse(input).map((values) => {
-    const tree = StandardMerkleTree.of(values, ["address", "uint256"]);
+  const parsed = JSON.parse(input);
+  const types = Array.isArray(parsed) ? ["address", "uint256"] : parsed.types;
+  const trees = Array.isArray(parsed) ? parsed : parsed.trees;
+  const out = trees.map((values) => {
+    const tree = StandardMerkleTree.of(values, types);
     return {
       root: tree.root,
       leafHashes: values.map((v) => tree.leafHash(v)),

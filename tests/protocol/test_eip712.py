@@ -127,7 +127,8 @@ def test_digests_match_eth_account_encoder(
 def test_signatures_interoperate_with_eth_account(key: bytes, client: str, amount: int) -> None:
     voucher = Voucher(client, amount, 1)
     signable = encode_typed_data(
-        domain_data=VAULT_DOMAIN.as_dict(), message_types=VOUCHER_TYPES,
+        domain_data=VAULT_DOMAIN.as_dict(),
+        message_types=VOUCHER_TYPES,
         message_data=voucher.message(),
     )
     theirs = bytes(Account.sign_message(signable, private_key=key).signature)
@@ -265,6 +266,7 @@ def test_attestation_fields_must_be_32_bytes(field: int, length: int) -> None:
 
 def test_type_hashes_match_the_solidity_strings() -> None:
     """The Solidity type strings (VOUCHER_TYPEHASH etc.) encode the same field lists."""
+
     def type_string(types: dict[str, list[dict[str, str]]]) -> str:
         ((name, fields),) = types.items()
         return name + "(" + ",".join(f"{f['type']} {f['name']}" for f in fields) + ")"
@@ -286,8 +288,10 @@ def test_type_hashes_match_the_solidity_strings() -> None:
 def test_job_id_formula(vault: str, client: str, amount: int) -> None:
     """job_id = keccak256(abi.encode(address vault, address client, uint256 cumulativeAmount))."""
     by_hand = keccak(
-        bytes(12) + bytes.fromhex(vault[2:])
-        + bytes(12) + bytes.fromhex(client[2:])
+        bytes(12)
+        + bytes.fromhex(vault[2:])
+        + bytes(12)
+        + bytes.fromhex(client[2:])
         + amount.to_bytes(32, "big")
     )
     assert eip712.job_id(vault, client, amount) == by_hand

@@ -33,13 +33,18 @@ def test_tensor_bytes_layout_by_hand() -> None:
     """u16 name length, name, u8 dtype code, u8 rank, u64 dims (big-endian), raw LE bytes."""
     array = np.array([[1.0, -2.0, 0.5], [3.0, 0.0, -0.0]], dtype=np.float32)
     expected = (
-        b"\x00\x04" + b"in_x"  # u16 BE name length, UTF-8 name
+        b"\x00\x04"
+        + b"in_x"  # u16 BE name length, UTF-8 name
         + b"\x01"  # float32
         + b"\x02"  # rank 2
         + b"\x00\x00\x00\x00\x00\x00\x00\x02"  # dim 0 = 2, u64 BE
         + b"\x00\x00\x00\x00\x00\x00\x00\x03"  # dim 1 = 3
-        + b"\x00\x00\x80\x3f" + b"\x00\x00\x00\xc0" + b"\x00\x00\x00\x3f"  # 1.0, -2.0, 0.5 LE
-        + b"\x00\x00\x40\x40" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x80"  # 3.0, 0.0, -0.0
+        + b"\x00\x00\x80\x3f"
+        + b"\x00\x00\x00\xc0"
+        + b"\x00\x00\x00\x3f"  # 1.0, -2.0, 0.5 LE
+        + b"\x00\x00\x40\x40"
+        + b"\x00\x00\x00\x00"
+        + b"\x00\x00\x00\x80"  # 3.0, 0.0, -0.0
     )
     assert hashing.tensor_bytes("in_x", array) == expected
 
@@ -48,9 +53,15 @@ def test_tensor_bytes_of_int64_and_utf8_name() -> None:
     array = np.array([1, -1], dtype=np.int64)
     name = "é"  # two UTF-8 bytes: the length counts bytes, not characters
     expected = (
-        b"\x00\x02" + "é".encode()
-        + b"\x03" + b"\x01" + b"\x00" * 7 + b"\x02"
-        + b"\x01" + b"\x00" * 7 + b"\xff" * 8
+        b"\x00\x02"
+        + "é".encode()
+        + b"\x03"
+        + b"\x01"
+        + b"\x00" * 7
+        + b"\x02"
+        + b"\x01"
+        + b"\x00" * 7
+        + b"\xff" * 8
     )
     assert hashing.tensor_bytes(name, array) == expected
 
@@ -95,10 +106,16 @@ def test_input_result_hashes_by_hand() -> None:
         return b"".join(x.to_bytes(8, "little", signed=True) for x in xs)
 
     in_rows = [
-        _sha(b"inferledger/input-row/v1", tb(b"a", 1, [1], le_f32(0.25)),
-             tb(b"b", 3, [2], le_i64(1, 2))),
-        _sha(b"inferledger/input-row/v1", tb(b"a", 1, [1], le_f32(-1.0)),
-             tb(b"b", 3, [2], le_i64(3, 4))),
+        _sha(
+            b"inferledger/input-row/v1",
+            tb(b"a", 1, [1], le_f32(0.25)),
+            tb(b"b", 3, [2], le_i64(1, 2)),
+        ),
+        _sha(
+            b"inferledger/input-row/v1",
+            tb(b"a", 1, [1], le_f32(-1.0)),
+            tb(b"b", 3, [2], le_i64(3, 4)),
+        ),
     ]
     assert hashing.input_row_hashes(inputs) == in_rows
     input_hash = _sha(b"inferledger/input/v1", b"\x00\x00\x00\x02", *in_rows)
@@ -134,7 +151,10 @@ def test_one_ulp_in_one_output_changes_the_result_hash(direction: float) -> None
     rows_after = hashing.row_hashes(MODEL, inputs, {"logits": changed})
     # only the changed row's hash moves, so a dispute can point at that row
     assert [a != b for a, b in zip(rows_before, rows_after, strict=True)] == [
-        False, False, True, False
+        False,
+        False,
+        True,
+        False,
     ]
 
 

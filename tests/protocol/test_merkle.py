@@ -4,7 +4,9 @@ OpenZeppelin's StandardMerkleTree (same leaf hashes, root and proofs), computed 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -172,3 +174,32 @@ def test_duplicate_accounts_are_refused() -> None:
 def test_empty_tree_is_refused() -> None:
     with pytest.raises(ProofError):
         merkle.build([])
+
+
+def test_results_tree_matches_openzeppelin() -> None:
+    """The results tree (bytes32 jobId, fingerprint, resultHash) is OpenZeppelin's too, and
+    a leaf that changes any one field (job, model, input, class, result) does not verify."""
+    rng = random.Random(7)
+    leaves = [merkle.ResultLeaf(*(rng.randbytes(32) for _ in range(5))) for _ in range(23)]
+    tree = merkle.build_results(leaves)
+    rows = [[_hex(x) for x in dataclasses.astuple(leaf)] for leaf in leaves]
+    body = {"types": merkle.RESULTS_TYPES, "trees": [rows]}
+    done = subprocess.run(
+        ["node", str(OZ_SCRIPT)],
+        input=json.dumps(body),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    (reference,) = json.loads(done.stdout)
+    assert reference["root"] == _hex(tree.root)
+    for i, leaf in enumerate(leaves):
+        proof = tree.proof_of(leaf.key)
+        assert [_hex(p) for p in proof] == reference["proofs"][i]
+        assert reference["leafHashes"][i] == _hex(leaf.hash())
+        assert merkle.verify_leaf(tree.root, leaf.hash(), proof)
+        for field in ("job_id", "model_hash", "input_hash", "fingerprint", "result_hash"):
+            changed = dataclasses.replace(leaf, **{field: rng.randbytes(32)})
+            assert not merkle.verify_leaf(tree.root, changed.hash(), proof)

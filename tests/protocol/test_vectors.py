@@ -36,12 +36,25 @@ def test_vector_file_is_up_to_date() -> None:
 def test_vector_file_has_the_keys_vectors_test_js_reads() -> None:
     vectors = json.loads((VECTORS_DIR / "eip712.json").read_text())
     assert set(vectors) == {
-        "chainId", "vault", "registry", "voucher", "voucherDigest", "attestation",
-        "attestationDigest", "registration", "registrationDigest", "leaf", "leafHash",
+        "chainId",
+        "vault",
+        "registry",
+        "voucher",
+        "voucherDigest",
+        "attestation",
+        "attestationDigest",
+        "registration",
+        "registrationDigest",
+        "leaf",
+        "leafHash",
     }
     assert set(vectors["voucher"]) == {"client", "cumulativeAmount", "expiry"}
     assert set(vectors["attestation"]) == {
-        "jobId", "modelHash", "inputHash", "resultHash", "fingerprint"
+        "jobId",
+        "modelHash",
+        "inputHash",
+        "resultHash",
+        "fingerprint",
     }
     assert set(vectors["registration"]) == {"worker", "contributor", "deadline"}
     assert set(vectors["leaf"]) == {"account", "cumulativeAmount"}
@@ -68,9 +81,12 @@ def test_vectors_are_recomputable_from_their_own_fields() -> None:
     )
     voucher_digest = eip712.digest(vault, eip712.VOUCHER_TYPES, voucher.message())
     assert "0x" + voucher_digest.hex() == v["voucherDigest"]
-    att = eip712.Attestation(*(bytes.fromhex(v["attestation"][k][2:]) for k in (
-        "jobId", "modelHash", "inputHash", "resultHash", "fingerprint"
-    )))
+    att = eip712.Attestation(
+        *(
+            bytes.fromhex(v["attestation"][k][2:])
+            for k in ("jobId", "modelHash", "inputHash", "resultHash", "fingerprint")
+        )
+    )
     att_digest = eip712.digest(registry, eip712.ATTESTATION_TYPES, att.message())
     assert "0x" + att_digest.hex() == v["attestationDigest"]
     reg = v["registration"]
