@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(2.0, gt=0)
     reconcile_batch_size: int = Field(500, ge=1, le=10_000)
     assignment_deadline_s: int = Field(120, ge=1)
+    job_timeout_s: int = Field(900, ge=1)  # undecided this long: fails, the client pays nothing
+    sweep_batch_size: int = Field(500, ge=1, le=10_000)
+    sweep_interval_s: float = Field(5.0, gt=0)
     worker_seen_s: float = Field(30.0, gt=0)
     worker_eligibility_ttl_s: float = Field(60.0, gt=0)
     max_body_bytes: int = Field(1_048_576, ge=1024)

@@ -74,6 +74,7 @@ class Job(SQLModel, table=True):
 class AssignmentStatus(StrEnum):
     ASSIGNED = "assigned"
     SUBMITTED = "submitted"
+    EXPIRED = "expired"  # the deadline passed unanswered: a liveness fault, replaced
 
 
 class Assignment(SQLModel, table=True):
@@ -104,6 +105,8 @@ class Worker(SQLModel, table=True):
     eligible: bool = True
     checked_at: float = 0.0
     last_seen: float = 0.0
+    safety_faults: int = 0  # results that disagreed with consensus in their class
+    liveness_faults: int = 0  # assignments left unanswered past their deadline
 
 
 class AuthChallenge(SQLModel, table=True):

@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from ledger import invariants, journal, scheduler
 from ledger.context import Context
 from ledger.journal import TransferKind, TransferSpec
-from ledger.models import Assignment, AssignmentStatus, Job, JobStatus
+from ledger.models import Assignment, AssignmentStatus, Job, JobStatus, Worker
 from protocol.pricing import split
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,12 @@ def _accept(
     session: Session, ctx: Context, job: Job, votes: list[Assignment], winner: tuple[str, str]
 ) -> None:
     agreeing = [v for v in votes if (v.fingerprint, v.result_hash) == winner]
+    for vote in votes:  # a different answer in the consensus's class is a safety fault
+        if vote.fingerprint == winner[0] and vote.result_hash != winner[1]:
+            worker = session.get(Worker, vote.worker)
+            if worker is not None:
+                worker.safety_faults += 1
+                session.add(worker)
     shares, fee = split(
         job.price_wei, ctx.settings.fee_bps, sorted(v.contributor for v in agreeing)
     )

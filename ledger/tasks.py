@@ -17,6 +17,7 @@ from ledger.db import session_scope
 from ledger.epochs import close_epoch as close_epoch_now
 from ledger.reconcile import reconcile_batch
 from ledger.slashing import submit_slashes
+from ledger.sweep import sweep as sweep_now
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,15 @@ def reconcile() -> int:
         decided += report.accepted + report.failed + report.extended
         if report.accepted + report.failed + report.extended < ctx.settings.reconcile_batch_size:
             return decided
+
+
+@app.task(name="ledger.tasks.sweep")  # type: ignore[untyped-decorator]
+def sweep() -> int:
+    """Expire and replace overdue assignments; fail jobs past their timeout (refunded)."""
+    ctx = context()
+    with session_scope(ctx.engine) as session:
+        report = sweep_now(session, ctx)
+    return report.expired + report.timed_out
 
 
 @contextmanager

@@ -110,6 +110,10 @@ def _check_item(session: Session, ctx: Context, worker: Worker, item: dict[str, 
         "signature"
     ):
         raise Duplicate(jid)  # a retry of the very same signed answer: idempotent
+    if assignment.status == AssignmentStatus.EXPIRED:
+        raise Refusal(
+            "expired", f"the deadline of job {jid} passed; it was given to another worker"
+        )
     if assignment.status != AssignmentStatus.ASSIGNED or job.status != JobStatus.PENDING:
         raise Refusal("already_submitted", f"job {jid} already has another answer of this worker")
     claimed = _hex32(item.get("result_hash"), "result_hash")
@@ -152,6 +156,14 @@ def _check_item(session: Session, ctx: Context, worker: Worker, item: dict[str, 
     return assignment
 
 
+def is_complete(session: Session, job: Job) -> bool:
+    """Every replica the job wants has answered and none is still out: never fewer votes."""
+    statuses = session.exec(select(Assignment.status).where(Assignment.job_id == job.id)).all()
+    open_left = sum(1 for st in statuses if st == AssignmentStatus.ASSIGNED)
+    answered = sum(1 for st in statuses if st == AssignmentStatus.SUBMITTED)
+    return open_left == 0 and answered >= job.replicas_wanted
+
+
 def submit(
     session: Session, ctx: Context, worker: Worker, items: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], int]:
@@ -188,15 +200,9 @@ def submit(
     session.flush()
     ready = 0
     for jid in touched:
-        open_left = session.exec(
-            select(Assignment).where(
-                Assignment.job_id == jid, Assignment.status == AssignmentStatus.ASSIGNED
-            )
-        ).first()
-        if open_left is None:
-            job = session.get(Job, jid)
-            if job is not None and job.status == JobStatus.PENDING:
-                job.status = JobStatus.SUBMITTED
-                session.add(job)
-                ready += 1
+        job = session.get(Job, jid)
+        if job is not None and job.status == JobStatus.PENDING and is_complete(session, job):
+            job.status = JobStatus.SUBMITTED
+            session.add(job)
+            ready += 1
     return results, ready
