@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     sweep_batch_size: int = Field(500, ge=1, le=10_000)
     sweep_interval_s: float = Field(5.0, gt=0)
     worker_seen_s: float = Field(30.0, gt=0)
+    worker_max_in_flight: int = Field(64, ge=1, le=10_000)
     worker_eligibility_ttl_s: float = Field(60.0, gt=0)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_tensor_bytes: int = Field(262_144, ge=64)

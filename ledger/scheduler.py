@@ -1,5 +1,6 @@
-"""Choose workers for replicas: eligible (registered and staked on chain, seen recently),
-at random, and never two replicas of one job under the same contributor."""
+"""Choose workers for replicas: eligible (registered and staked on chain, seen recently,
+under their limit of work in flight), at random, and never two replicas of one job under the
+same contributor."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import time
 from collections import defaultdict
 from collections.abc import Collection
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from ledger.context import Context
-from ledger.models import Assignment, Worker
+from ledger.models import Assignment, AssignmentStatus, Worker
 
 _rng = random.SystemRandom()
 
@@ -25,6 +26,16 @@ def eligible_workers(session: Session, ctx: Context) -> list[Worker]:
     )
 
 
+def in_flight(session: Session) -> dict[str, int]:
+    """Unanswered assignments per worker."""
+    rows = session.exec(
+        select(Assignment.worker, func.count())
+        .where(Assignment.status == AssignmentStatus.ASSIGNED)
+        .group_by(col(Assignment.worker))
+    ).all()
+    return {worker: int(count) for worker, count in rows}
+
+
 def choose(
     session: Session,
     ctx: Context,
@@ -33,9 +44,13 @@ def choose(
 ) -> list[Worker]:
     """Up to ``count`` workers of distinct contributors not in ``exclude_contributors``."""
     by_contributor: dict[str, list[Worker]] = defaultdict(list)
+    busy = in_flight(session)
     for worker in eligible_workers(session, ctx):
-        if worker.contributor not in exclude_contributors:
-            by_contributor[worker.contributor].append(worker)
+        if worker.contributor in exclude_contributors:
+            continue
+        if busy.get(worker.address, 0) >= ctx.settings.worker_max_in_flight:
+            continue  # a worker holds at most this many unanswered assignments
+        by_contributor[worker.contributor].append(worker)
     owners = list(by_contributor)
     _rng.shuffle(owners)
     return [_rng.choice(by_contributor[owner]) for owner in owners[:count]]

@@ -12,7 +12,7 @@ import pytest
 from ledger_support import add_worker, address, h32, insert_job, snapshot
 from sqlmodel import select
 
-from ledger import journal
+from ledger import journal, scheduler
 from ledger.config import Settings
 from ledger.context import Context
 from ledger.db import session_scope
@@ -166,3 +166,15 @@ def test_reconcile_wrong_answer_in_the_consensus_class_is_a_safety_fault(ctx: Co
     with session_scope(ctx.engine) as session:
         assert reconcile_batch(session, ctx, 10).accepted == 1
     assert _faults(ctx) == {WORKERS[0]: (0, 0), WORKERS[1]: (0, 0), WORKERS[2]: (1, 0)}
+
+
+def test_scheduler_skips_a_worker_at_its_in_flight_limit(ctx: Context) -> None:
+    ctx.settings.worker_max_in_flight = 1
+    _pending_job(ctx, deadline=int(time.time()) + 100)  # workers 0 and 1 now hold one each
+    with session_scope(ctx.engine) as session:
+        assert scheduler.in_flight(session) == {WORKERS[0]: 1, WORKERS[1]: 1}
+        chosen = {w.address for w in scheduler.choose(session, ctx, 3)}
+    assert chosen == {WORKERS[2]}
+    ctx.settings.worker_max_in_flight = 2
+    with session_scope(ctx.engine) as session:
+        assert {w.address for w in scheduler.choose(session, ctx, 3)} == set(WORKERS[:3])
