@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -35,11 +35,15 @@ def is_dev_key(key_hex: str) -> bool:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INFERLEDGER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="INFERLEDGER_", extra="ignore", populate_by_name=True
+    )
 
     mode: Literal["dev", "prod"] = "dev"
     data_dir: Path = REPO_ROOT / ".inferledger" / "data"
-    database_url: str = ""  # empty: SQLite file in data_dir
+    database_url: str = Field(  # empty: a SQLite file in data_dir
+        "", validation_alias=AliasChoices("INFERLEDGER_DATABASE_URL", "DATABASE_URL")
+    )
     rpc_url: str = "http://127.0.0.1:8545"
     deployment_file: Path | None = None  # default: data_dir / "deployment.json"
     artifacts_dir: Path = REPO_ROOT / "artifacts"

@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, String, event
 from sqlalchemy.dialects.postgresql import NUMERIC
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 
 class Wei(TypeDecorator[int]):
@@ -60,12 +61,30 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 0x1D6E7  # a PostgreSQL advisory lock: one process migrates at a time
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with Alembic; safe when processes start together
+    (SQLite's BEGIN IMMEDIATE or PostgreSQL's advisory lock serialises them)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
+    """The engine of ``url``, its schema migrated to the newest revision."""
     engine = make_engine(url)
-    import ledger.models  # noqa: F401  (registers the tables)
-
-    SQLModel.metadata.create_all(engine)
+    migrate(engine)
     return engine
 
 

@@ -40,3 +40,14 @@ def test_config_prod_accepts_a_fresh_key_and_hides_it(caplog: pytest.LogCaptureF
 def test_config_replica_limits_are_checked() -> None:
     with pytest.raises(ValidationError, match="max_replicas"):
         Settings(replicas=3, max_replicas=2)
+
+
+def test_config_database_url_from_either_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@db/x")
+    assert Settings().db_url == "postgresql+psycopg://u@db/x"
+    monkeypatch.setenv("INFERLEDGER_DATABASE_URL", "sqlite:///prefixed.db")
+    assert Settings().db_url == "sqlite:///prefixed.db"  # the prefixed name wins
+    assert Settings(database_url="sqlite:///given.db").db_url == "sqlite:///given.db"
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.delenv("INFERLEDGER_DATABASE_URL")
+    assert Settings().db_url.startswith("sqlite:///") and Settings().db_url.endswith("ledger.db")
