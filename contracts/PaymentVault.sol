@@ -82,7 +82,7 @@ contract PaymentVault is IPaymentVault, AccessControl, EIP712, VaultDeposits {
         if (n > MAX_REDEEM_BATCH) revert VaultBatchTooLarge(n, MAX_REDEEM_BATCH);
         address to = settlement;
         if (to == address(0)) revert VaultSettlementNotSet();
-        uint256 total;
+        uint256 total = 0;
         for (uint256 i; i < n; ++i) {
             total += _redeemOne(items[i]);
         }

@@ -96,6 +96,9 @@ abstract contract VaultDeposits is ReentrancyGuard {
 
     /// @notice Cancels the caller's pending withdrawal.
     function cancelWithdrawal() external {
+        // A zero amount means "none pending": requestWithdrawal refuses 0 and only the client
+        // writes its own record, so the strict equality is the intended test.
+        // slither-disable-next-line incorrect-equality
         if (pendingWithdrawalOf[msg.sender].amount == 0) revert VaultNoWithdrawal(msg.sender);
         delete pendingWithdrawalOf[msg.sender];
         emit WithdrawalCancelled(msg.sender);
