@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     auth_token_ttl_s: int = Field(3600, ge=60)
     wait_max_s: float = Field(30.0, ge=0)
     chain_timeout_s: float = Field(60.0, gt=0)
+    receipt_timeout_s: float = Field(30.0, gt=0)  # then the transaction is replaced
+    max_replacements: int = Field(3, ge=0, le=10)
     epoch_lock_timeout_s: int = Field(600, ge=10)
 
     @model_validator(mode="after")

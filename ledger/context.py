@@ -41,4 +41,6 @@ class Context:
             self.settings.artifacts_dir,
             key,
             self.settings.chain_timeout_s,
+            self.settings.receipt_timeout_s,
+            self.settings.max_replacements,
         )

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import TransactionNotFound
 
 from ledger.chain.revert import ErrorDecoder
 from ledger.errors import ChainError
 from protocol.contracts import CONTRACT_NAMES, Deployment, artifact
 
 logger = logging.getLogger(__name__)
+RECEIPT_POLL_S = 0.1
 
 
 def connect(rpc_url: str, timeout_s: float = 30.0) -> Web3:
@@ -31,6 +35,8 @@ class ChainClient:
         artifacts_dir: Path,
         key: str | None = None,
         timeout_s: float = 60.0,
+        receipt_timeout_s: float = 30.0,
+        max_replacements: int = 3,
     ) -> None:
         self.w3 = w3
         self.deployment = deployment
@@ -51,6 +57,9 @@ class ChainClient:
         self._nonce_lock = threading.Lock()
         self._next_nonce: int | None = None
         self.gas_used = 0
+        self.receipt_timeout_s = receipt_timeout_s
+        self.max_replacements = max_replacements
+        self.replacements = 0
 
     @property
     def token(self) -> Contract:
@@ -89,7 +98,11 @@ class ChainClient:
         return nonce
 
     def transact(self, fn: Any, what: str, gas: int | None = None) -> dict[str, Any]:
-        """Sign and send ``fn`` from the settler key; wait for the receipt; raise on revert."""
+        """Sign and send ``fn`` from the settler key; wait for the receipt; raise on revert.
+
+        A transaction not mined within ``receipt_timeout_s`` is replaced: the same nonce with
+        fees raised by a quarter, up to ``max_replacements`` times. Whichever version is mined
+        first is the one; the nonce makes the others void, so the call takes effect once."""
         if self.account is None:
             raise ChainError(f"{what}: no key to sign with")
         with self.errors.mapped(what):
@@ -105,17 +118,69 @@ class ChainClient:
                     "chainId": self.deployment.chain_id,
                 }
             )
-            signed = self.account.sign_transaction(tx)
             try:
-                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                sent = [self._send(tx)]
             except Exception:
                 self._next_nonce = None  # resync from the chain on the next send
                 raise
-        receipt = dict(self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout_s))
+        receipt = self._await(tx, sent, what)
         self.gas_used += int(str(receipt["gasUsed"]))
         if receipt["status"] != 1:
-            raise ChainError(f"{what}: transaction {tx_hash.hex()} failed")
+            raise ChainError(
+                f"{what}: transaction {bytes(receipt['transactionHash']).hex()} failed"
+            )
         logger.info(
             "%s mined in block %s, gas %s", what, receipt["blockNumber"], receipt["gasUsed"]
         )
         return receipt
+
+    def _send(self, tx: dict[str, Any]) -> bytes:
+        if self.account is None:
+            raise ChainError("this chain client has no key")
+        signed = self.account.sign_transaction(tx)
+        return bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+
+    def _await(self, tx: dict[str, Any], sent: list[bytes], what: str) -> dict[str, Any]:
+        for attempt in range(self.max_replacements + 1):
+            receipt = self._first_receipt(sent, self.receipt_timeout_s)
+            if receipt is not None:
+                return receipt
+            if attempt == self.max_replacements:
+                break
+            tx = _bumped(tx)
+            try:
+                sent.append(self._send(tx))
+                self.replacements += 1
+                logger.warning(
+                    "%s not mined in %.0f s: replaced (nonce %s)",
+                    what,
+                    self.receipt_timeout_s,
+                    tx["nonce"],
+                )
+            except Exception as exc:  # e.g. "nonce too low": an earlier version was just mined
+                logger.info("%s: replacement not sent (%s); waiting for the sent ones", what, exc)
+        receipt = self._first_receipt(sent, self.receipt_timeout_s)
+        if receipt is None:
+            raise ChainError(f"{what}: not mined after {len(sent)} versions (nonce {tx['nonce']})")
+        return receipt
+
+    def _first_receipt(self, hashes: list[bytes], timeout_s: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for tx_hash in hashes:
+                try:
+                    return dict(self.w3.eth.get_transaction_receipt(HexBytes(tx_hash)))
+                except TransactionNotFound:
+                    continue
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(RECEIPT_POLL_S)
+
+
+def _bumped(tx: dict[str, Any]) -> dict[str, Any]:
+    """The same transaction with fees raised by a quarter (nodes need at least a tenth)."""
+    out = dict(tx)
+    for field in ("maxFeePerGas", "maxPriorityFeePerGas", "gasPrice"):
+        if field in out:
+            out[field] = int(out[field]) * 5 // 4 + 1
+    return out

@@ -50,7 +50,9 @@ class ErrorDecoder:
         try:
             yield
         except ContractLogicError as exc:
-            raw = exc.data if isinstance(exc.data, str) else ""
+            # nodes differ: the revert data is a hex string, or (Hardhat) a dict's "data"
+            raw = exc.data.get("data", "") if isinstance(exc.data, dict) else exc.data or ""
+            raw = raw if isinstance(raw, str) and raw.startswith("0x") else ""
             data = bytes.fromhex(raw.removeprefix("0x")) if raw else b""
             name, args = self.decode(data)
             label = name or (exc.message or "revert")
