@@ -66,7 +66,9 @@ $(SLITHER_STAMP):
 	@touch $@
 
 lint-contracts: $(SOL_STAMP) $(SLITHER_STAMP)
-	./node_modules/.bin/hardhat compile --force --quiet  # one build-info: no stale sources
+	rm -rf artifacts cache/solidity-files-cache.json  # no stale build-info or sources
+	./node_modules/.bin/hardhat compile --quiet
+	@touch $(SOL_STAMP)
 	$(SLITHER_VENV)/bin/slither . --fail-medium
 
 test-python: deps

@@ -8,8 +8,9 @@
 // per client per epoch, so the gas depends on C and K, not on R. Two figures per scenario:
 //   (a) operator: voucher redemptions in batches of 64, postEpoch (no slashes);
 //   (b) all-in:   (a) plus every contributor claiming once and the treasury claiming its fees once.
-// Each scenario runs two epochs: the first pays the one-off cost of new storage slots (first redemption of a
-// client, first claim of a contributor); the second is the steady state every later epoch pays.
+// Each scenario runs two epochs: the first pays the one-off cost of new storage slots (the first totalRedeemed and
+// lastEpoch, the first claim of each contributor: its claimedOf and its token balance); the second is the steady
+// state every later epoch pays. Results and how to read them: docs/performance.md.
 // Writes bench/results/gas.json.
 const fs = require("fs");
 const path = require("path");

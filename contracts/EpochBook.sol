@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {IPaymentVault} from "./IPaymentVault.sol";
 import {IEpochSettlement} from "./IEpochSettlement.sol";
@@ -16,15 +17,19 @@ import {SettlementMerkle} from "./SettlementMerkle.sol";
 abstract contract EpochBook is IEpochSettlement, AccessControl {
     /// @notice A posted epoch: earnings and results Merkle roots, hash of the published epoch file, cumulative
     /// totals, timing, and whether the guardian vetoed it.
+    /// @dev Five slots: the three hashes, then {cumulativePayout, postedAt, claimableAt, vetoed} packed in one
+    /// (what `claim` reads besides `root`), then cumulativeFees. cumulativePayout is written through
+    /// `SafeCast.toUint128` (at most 2^128 - 1 wei) and postedAt through `SafeCast.toUint48`; the `epochs` getter
+    /// returns them widened, in the original order and types.
     struct EpochRecord {
         bytes32 root;
         bytes32 resultsRoot;
         bytes32 fileHash;
-        uint256 cumulativePayout;
-        uint256 cumulativeFees;
-        uint64 postedAt;
+        uint128 cumulativePayout;
+        uint48 postedAt;
         uint64 claimableAt;
         bool vetoed;
+        uint256 cumulativeFees;
     }
 
     /// @notice Role allowed to post epochs.
@@ -36,10 +41,16 @@ abstract contract EpochBook is IEpochSettlement, AccessControl {
     uint64 public immutable challengeWindow;
     /// @notice The PaymentVault funding this contract (set once).
     address public vault;
-    /// @notice Last posted epoch (0 before the first; the first epoch is 1). Records above it are void.
-    uint256 public lastEpoch;
-    /// @notice Posted epochs by number.
-    mapping(uint256 epoch => EpochRecord) public epochs;
+    /// @notice The last posted epoch and EpochSettlement's total claimed, packed in one slot because `claim`
+    /// reads both (read them through `lastEpoch` and `totalClaimed`).
+    /// @dev lastEpoch is written through `SafeCast.toUint64`. totalClaimed never exceeds the uint128
+    /// cumulativePayout of a finalized epoch (the overclaim bound), so it always fits.
+    struct BookHead { uint64 lastEpoch; uint128 totalClaimed; }
+
+    /// @dev See BookHead.
+    BookHead internal _head;
+    /// @dev Posted epochs by number (read through `epochs`).
+    mapping(uint256 epoch => EpochRecord) internal _epochs;
 
     /// @notice The vault address was set.
     event VaultSet(address vault);
@@ -113,20 +124,27 @@ abstract contract EpochBook is IEpochSettlement, AccessControl {
         uint256 cumulativePayout,
         uint256 cumulativeFees
     ) external onlyRole(SETTLER_ROLE) {
-        uint256 last = lastEpoch;
-        uint256 expected = epochs[last].vetoed ? last : last + 1;
+        uint256 last = _head.lastEpoch;
+        uint256 expected = _epochs[last].vetoed ? last : last + 1;
         if (epoch != expected) revert EpochOutOfOrder(expected, epoch);
         if (root == bytes32(0) || resultsRoot == bytes32(0)) revert EpochEmptyRoot();
-        EpochRecord storage p = epochs[epoch - 1];
+        EpochRecord storage p = _epochs[epoch - 1];
         if (cumulativePayout < p.cumulativePayout || cumulativeFees < p.cumulativeFees) revert EpochTotalsDecreased(epoch);
         if (vault == address(0)) revert EpochVaultNotSet();
         uint256 redeemed = IPaymentVault(vault).totalRedeemed();
         if (cumulativePayout + cumulativeFees > redeemed) revert EpochUnderfunded(cumulativePayout + cumulativeFees, redeemed);
         uint64 claimableAt = uint64(block.timestamp) + challengeWindow;
-        epochs[epoch] = EpochRecord(
-            root, resultsRoot, fileHash, cumulativePayout, cumulativeFees, uint64(block.timestamp), claimableAt, false
-        );
-        lastEpoch = epoch;
+        _epochs[epoch] = EpochRecord({
+            root: root,
+            resultsRoot: resultsRoot,
+            fileHash: fileHash,
+            cumulativePayout: SafeCast.toUint128(cumulativePayout),
+            postedAt: SafeCast.toUint48(block.timestamp),
+            claimableAt: claimableAt,
+            vetoed: false,
+            cumulativeFees: cumulativeFees
+        });
+        _head.lastEpoch = SafeCast.toUint64(epoch);
         emit EpochPosted(epoch, root, resultsRoot, fileHash, cumulativePayout, cumulativeFees, claimableAt);
     }
 
@@ -134,19 +152,53 @@ abstract contract EpochBook is IEpochSettlement, AccessControl {
     /// windows) become void and `lastEpoch` becomes `epoch`, which the settler may then re-post.
     /// @param epoch A posted epoch in its challenge window.
     function veto(uint256 epoch) external onlyRole(GUARDIAN_ROLE) {
-        if (epoch == 0 || epoch > lastEpoch) revert EpochUnknown(epoch);
-        EpochRecord storage e = epochs[epoch];
+        if (epoch == 0 || epoch > _head.lastEpoch) revert EpochUnknown(epoch);
+        EpochRecord storage e = _epochs[epoch];
         if (block.timestamp >= e.claimableAt) revert EpochWindowOver(epoch, e.claimableAt);
         if (e.vetoed) revert EpochAlreadyVetoed(epoch);
         e.vetoed = true;
-        lastEpoch = epoch;
+        _head.lastEpoch = uint64(epoch); // epoch <= lastEpoch, a uint64
         emit EpochVetoed(epoch, msg.sender);
+    }
+
+    /// @notice Last posted epoch (0 before the first; the first epoch is 1). Records above it are void.
+    /// @return The epoch number.
+    function lastEpoch() external view returns (uint256) {
+        return _head.lastEpoch;
+    }
+
+    /// @notice The record of epoch `epoch` (all zero if never posted; records above `lastEpoch` are void).
+    /// @param epoch Epoch number.
+    /// @return root Earnings root.
+    /// @return resultsRoot Results root.
+    /// @return fileHash Hash of the published epoch file.
+    /// @return cumulativePayout Total owed to accounts through this epoch.
+    /// @return cumulativeFees Total owed to the treasury through this epoch.
+    /// @return postedAt When it was posted.
+    /// @return claimableAt When it becomes final unless vetoed.
+    /// @return vetoed Whether the guardian vetoed it.
+    function epochs(uint256 epoch)
+        external
+        view
+        returns (
+            bytes32 root,
+            bytes32 resultsRoot,
+            bytes32 fileHash,
+            uint256 cumulativePayout,
+            uint256 cumulativeFees,
+            uint64 postedAt,
+            uint64 claimableAt,
+            bool vetoed
+        )
+    {
+        EpochRecord storage e = _epochs[epoch];
+        return (e.root, e.resultsRoot, e.fileHash, e.cumulativePayout, e.cumulativeFees, e.postedAt, e.claimableAt, e.vetoed);
     }
 
     /// @inheritdoc IEpochSettlement
     function isFinalized(uint256 epoch) public view returns (bool) {
-        if (epoch == 0 || epoch > lastEpoch) return false;
-        EpochRecord storage e = epochs[epoch];
+        if (epoch == 0 || epoch > _head.lastEpoch) return false;
+        EpochRecord storage e = _epochs[epoch];
         return !e.vetoed && block.timestamp >= e.claimableAt;
     }
 
@@ -161,8 +213,8 @@ abstract contract EpochBook is IEpochSettlement, AccessControl {
         bytes32 resultHash,
         bytes32[] calldata proof
     ) external view returns (bool) {
-        if (epoch == 0 || epoch > lastEpoch) return false;
+        if (epoch == 0 || epoch > _head.lastEpoch) return false;
         bytes32 leaf = SettlementMerkle.resultLeaf(jobId, modelHash, inputHash, fingerprint, resultHash);
-        return MerkleProof.verifyCalldata(proof, epochs[epoch].resultsRoot, leaf);
+        return MerkleProof.verifyCalldata(proof, _epochs[epoch].resultsRoot, leaf);
     }
 }

@@ -3,23 +3,22 @@ pragma solidity 0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {EpochBook} from "./EpochBook.sol";
+import {ReentrancyLock} from "./ReentrancyLock.sol";
 import {SettlementMerkle} from "./SettlementMerkle.sol";
 
 /// @title EpochSettlement
 /// @notice Receives redeemed client funds from PaymentVault and pays workers' contributors from finalized epochs
 /// (EpochBook): Merkle roots of cumulative earnings, plus the treasury's cumulative fees.
-contract EpochSettlement is EpochBook, ReentrancyGuard {
+contract EpochSettlement is EpochBook, ReentrancyLock {
     using SafeERC20 for IERC20;
 
     /// @notice The payment token.
     IERC20 public immutable token;
     /// @notice Receiver of protocol fees.
     address public immutable treasury;
-    /// @notice Total paid to accounts so far.
-    uint256 public totalClaimed;
     /// @notice Total fees paid to the treasury so far.
     uint256 public feesPaid;
     /// @notice Cumulative amount already paid to each account.
@@ -65,10 +64,10 @@ contract EpochSettlement is EpochBook, ReentrancyGuard {
         uint256 claimed = claimedOf[account];
         if (cumulativeAmount <= claimed) revert EpochNothingToClaim(account, cumulativeAmount, claimed);
         uint256 amount = cumulativeAmount - claimed;
-        uint256 total = totalClaimed + amount;
+        uint256 total = _head.totalClaimed + amount;
         if (total > e.cumulativePayout) revert EpochOverclaimed(total, e.cumulativePayout);
         claimedOf[account] = cumulativeAmount;
-        totalClaimed = total;
+        _head.totalClaimed = SafeCast.toUint128(total); // total <= cumulativePayout, a uint128
         emit Claimed(epoch, account, cumulativeAmount, amount);
         token.safeTransfer(account, amount);
     }
@@ -86,10 +85,16 @@ contract EpochSettlement is EpochBook, ReentrancyGuard {
         token.safeTransfer(treasury, amount);
     }
 
+    /// @notice Total paid to accounts so far.
+    /// @return The total, in token wei.
+    function totalClaimed() external view returns (uint256) {
+        return _head.totalClaimed;
+    }
+
     /// @dev The record of a finalized epoch, or the reason it is not: unknown, vetoed, or in its window.
     function _finalEpoch(uint256 epoch) private view returns (EpochRecord storage e) {
-        if (epoch == 0 || epoch > lastEpoch) revert EpochUnknown(epoch);
-        e = epochs[epoch];
+        if (epoch == 0 || epoch > _head.lastEpoch) revert EpochUnknown(epoch);
+        e = _epochs[epoch];
         if (e.vetoed) revert EpochVetoedError(epoch);
         if (block.timestamp < e.claimableAt) revert EpochNotClaimable(epoch, e.claimableAt);
     }

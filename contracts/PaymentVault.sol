@@ -6,6 +6,7 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IPaymentVault} from "./IPaymentVault.sol";
 import {VaultDeposits} from "./VaultDeposits.sol";
 
@@ -31,8 +32,6 @@ contract PaymentVault is IPaymentVault, AccessControl, EIP712, VaultDeposits {
     address public settlement;
     /// @notice Sum of all increases ever redeemed.
     uint256 public totalRedeemed;
-    /// @notice Highest cumulative amount redeemed for each client.
-    mapping(address client => uint256) public redeemedOf;
 
     /// @notice The settlement address was set.
     event SettlementSet(address settlement);
@@ -86,7 +85,17 @@ contract PaymentVault is IPaymentVault, AccessControl, EIP712, VaultDeposits {
         for (uint256 i; i < n; ++i) {
             total += _redeemOne(items[i]);
         }
-        if (total != 0) token.safeTransfer(to, total);
+        if (total != 0) {
+            totalRedeemed += total; // once per batch, not per voucher
+            token.safeTransfer(to, total);
+        }
+    }
+
+    /// @notice Highest cumulative amount redeemed for `client`.
+    /// @param client The client.
+    /// @return The cumulative redeemed amount, in token wei (at most 2^128 - 1).
+    function redeemedOf(address client) external view returns (uint256) {
+        return _accountOf[client].redeemed;
     }
 
     /// @notice Full EIP-712 digest of a voucher under this vault's domain.
@@ -102,11 +111,14 @@ contract PaymentVault is IPaymentVault, AccessControl, EIP712, VaultDeposits {
         return _domainSeparatorV4();
     }
 
+    /// @dev Checks and applies one redemption; returns the increase charged (0 for a skipped item). The caller adds
+    /// it to totalRedeemed and transfers it.
     function _redeemOne(Redemption calldata item) private returns (uint256 increase) {
         Voucher calldata v = item.voucher;
         address client = v.client;
         uint256 amount = item.amount;
-        uint256 already = redeemedOf[client];
+        ClientAccount memory account = _accountOf[client]; // one slot: deposit and redeemed
+        uint256 already = account.redeemed;
         // Already redeemed up to `amount`: skip before any other check, so a retried batch is
         // a no-op even after its vouchers expired. A skipped item moves no money.
         if (amount <= already) return 0;
@@ -115,11 +127,11 @@ contract PaymentVault is IPaymentVault, AccessControl, EIP712, VaultDeposits {
         if (signer != client) revert VaultVoucherSignerMismatch(client, signer);
         if (amount > v.cumulativeAmount) revert VaultAmountAboveVoucher(client, amount, v.cumulativeAmount);
         increase = amount - already;
-        uint256 available = depositOf[client];
+        uint256 available = account.deposit;
         if (increase > available) revert VaultInsufficientDeposit(client, increase, available);
-        depositOf[client] = available - increase;
-        redeemedOf[client] = amount;
-        totalRedeemed += increase;
+        account.deposit = SafeCast.toUint128(available - increase);
+        account.redeemed = SafeCast.toUint128(amount);
+        _accountOf[client] = account;
         emit VoucherRedeemed(client, amount, increase);
     }
 }

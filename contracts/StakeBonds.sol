@@ -3,12 +3,12 @@ pragma solidity 0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ReentrancyLock} from "./ReentrancyLock.sol";
 
 /// @title StakeBonds
 /// @notice Contributor stake of StakeRegistry: bonded stake, unbonding with a delay, and the slashing arithmetic.
 /// @dev Unbonding stake stays slashable until it is withdrawn, so leaving cannot outrun evidence.
-abstract contract StakeBonds is ReentrancyGuard {
+abstract contract StakeBonds is ReentrancyLock {
     using SafeERC20 for IERC20;
 
     /// @notice Stake on its way out: `amount` withdrawable from `unlockAt`.

@@ -4,25 +4,33 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {ReentrancyLock} from "./ReentrancyLock.sol";
 
 /// @title VaultDeposits
 /// @notice Client deposits of PaymentVault and their withdrawal with notice.
 /// @dev A withdrawal is requested, waits `withdrawalDelay` seconds, then pays what is still deposited (at most the
 /// requested amount). Vouchers signed before the request stay redeemable during the notice, so a client cannot
 /// run away with money already promised for served jobs.
-abstract contract VaultDeposits is ReentrancyGuard {
+/// Each client's unspent deposit and cumulative redeemed amount share one storage slot (`ClientAccount`, two
+/// uint128 fields), so a redemption reads and writes one slot. Every write goes through `SafeCast.toUint128`:
+/// a deposit or redemption that would take either above 2^128 - 1 wei (about 3.4e20 tokens of 18 decimals)
+/// reverts with `SafeCastOverflowedUintDowncast(128, value)` instead of truncating.
+abstract contract VaultDeposits is ReentrancyLock {
     using SafeERC20 for IERC20;
 
     /// @notice A requested withdrawal: `amount` payable from `unlockAt`.
     struct PendingWithdrawal { uint256 amount; uint64 unlockAt; }
+    /// @notice A client's two balances, packed in one slot: unspent deposit and highest cumulative amount redeemed
+    /// (the latter is written by PaymentVault).
+    struct ClientAccount { uint128 deposit; uint128 redeemed; }
 
     /// @notice The payment token.
     IERC20 public immutable token;
     /// @notice Seconds between a withdrawal request and its payment.
     uint64 public immutable withdrawalDelay;
-    /// @notice Unspent deposit of each client.
-    mapping(address client => uint256) public depositOf;
+    /// @dev Unspent deposit and cumulative redeemed amount of each client (read through depositOf and redeemedOf).
+    mapping(address client => ClientAccount) internal _accountOf;
     /// @notice Sum of all deposits ever made for each client.
     mapping(address client => uint256) public totalDepositedOf;
     /// @notice The pending withdrawal of each client (amount 0 when none).
@@ -56,6 +64,13 @@ abstract contract VaultDeposits is ReentrancyGuard {
         withdrawalDelay = withdrawalDelay_;
     }
 
+    /// @notice Unspent deposit of `client`.
+    /// @param client The client.
+    /// @return The unspent deposit, in token wei (at most 2^128 - 1).
+    function depositOf(address client) external view returns (uint256) {
+        return _accountOf[client].deposit;
+    }
+
     /// @notice Deposits `amount` from the caller for the caller (needs prior approval).
     /// @param amount Amount to deposit.
     function deposit(uint256 amount) external nonReentrant {
@@ -87,7 +102,7 @@ abstract contract VaultDeposits is ReentrancyGuard {
     /// @param amount Amount to withdraw (at most the current deposit).
     function requestWithdrawal(uint256 amount) external {
         if (amount == 0) revert VaultZeroAmount();
-        uint256 available = depositOf[msg.sender];
+        uint256 available = _accountOf[msg.sender].deposit;
         if (amount > available) revert VaultInsufficientDeposit(msg.sender, amount, available);
         uint64 unlockAt = uint64(block.timestamp) + withdrawalDelay;
         pendingWithdrawalOf[msg.sender] = PendingWithdrawal(amount, unlockAt);
@@ -110,10 +125,11 @@ abstract contract VaultDeposits is ReentrancyGuard {
         PendingWithdrawal memory p = pendingWithdrawalOf[msg.sender];
         if (p.amount == 0) revert VaultNoWithdrawal(msg.sender);
         if (block.timestamp < p.unlockAt) revert VaultWithdrawalLocked(msg.sender, p.unlockAt);
-        uint256 available = depositOf[msg.sender];
+        ClientAccount storage account = _accountOf[msg.sender];
+        uint256 available = account.deposit;
         uint256 amount = p.amount < available ? p.amount : available;
         uint256 balance = available - amount;
-        depositOf[msg.sender] = balance;
+        account.deposit = SafeCast.toUint128(balance);
         delete pendingWithdrawalOf[msg.sender];
         emit Withdrawn(msg.sender, amount, balance);
         if (amount != 0) token.safeTransfer(msg.sender, amount);
@@ -121,8 +137,9 @@ abstract contract VaultDeposits is ReentrancyGuard {
 
     function _deposit(address client, uint256 amount) private {
         if (amount == 0) revert VaultZeroAmount();
-        uint256 balance = depositOf[client] + amount;
-        depositOf[client] = balance;
+        ClientAccount storage account = _accountOf[client];
+        uint256 balance = account.deposit + amount;
+        account.deposit = SafeCast.toUint128(balance);
         totalDepositedOf[client] += amount;
         emit Deposited(client, msg.sender, amount, balance);
         token.safeTransferFrom(msg.sender, address(this), amount);

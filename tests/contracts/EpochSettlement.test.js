@@ -101,6 +101,36 @@ describe("EpochSettlement", function () {
       expect(e.claimableAt).to.equal(now + CHALLENGE_WINDOW);
     });
 
+    it("a cumulative payout above 2^128 - 1 wei reverts with SafeCast's error; 2^128 - 1 is stored whole", async function () {
+      const MAX = 2n ** 128n - 1n;
+      const f = await H.deployWired();
+      const { token, vault, settlement, clients } = f;
+      for (const c of clients.slice(0, 2)) {
+        await token.mint(c.address, MAX);
+        await vault.connect(c).deposit(MAX);
+        await vault.redeem([await H.redemption(vault, c, MAX)]);
+      }
+      expect(await vault.totalRedeemed()).to.equal(2n * MAX);
+      const root = ethers.id("root");
+      await expect(settlement.postEpoch(1, root, RESULTS_ROOT, ethers.ZeroHash, MAX + 1n, 0n))
+        .to.be.revertedWithCustomError(settlement, "SafeCastOverflowedUintDowncast")
+        .withArgs(128, MAX + 1n);
+      // the fees have no such bound; payout plus fees is still capped by what the vault redeemed
+      await expect(settlement.postEpoch(1, root, RESULTS_ROOT, ethers.ZeroHash, MAX, MAX)).to.emit(settlement, "EpochPosted");
+      const e = await settlement.epochs(1);
+      expect(e.cumulativePayout).to.equal(MAX);
+      expect(e.cumulativeFees).to.equal(MAX);
+      expect(e.vetoed).to.equal(false);
+      expect(e.claimableAt - e.postedAt).to.equal(CHALLENGE_WINDOW);
+    });
+
+    it("an epoch never posted reads as all zero", async function () {
+      const { settlement } = await loadFixture(funded);
+      expect([...(await settlement.epochs(7))]).to.deep.equal([
+        ethers.ZeroHash, ethers.ZeroHash, ethers.ZeroHash, 0n, 0n, 0n, 0n, false,
+      ]);
+    });
+
     it("enforces order", async function () {
       const { settlement } = await loadFixture(funded);
       const root = ethers.id("root");

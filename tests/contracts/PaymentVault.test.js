@@ -356,6 +356,94 @@ describe("PaymentVault", function () {
     });
   });
 
+  describe("packed client slot: deposit and redeemed are each at most 2^128 - 1", function () {
+    const MAX = 2n ** 128n - 1n;
+
+    async function rich() {
+      const f = await H.deployWired();
+      await f.token.mint(f.clients[0].address, 2n * MAX);
+      await f.token.mint(f.clients[1].address, 2n * MAX);
+      return f;
+    }
+
+    it("a deposit up to 2^128 - 1 is accepted; one wei more reverts with SafeCast's error", async function () {
+      const { token, vault, clients } = await loadFixture(rich);
+      const [c, payer] = clients;
+      await expect(vault.connect(c).deposit(MAX)).to.emit(vault, "Deposited").withArgs(c.address, c.address, MAX, MAX);
+      expect(await vault.depositOf(c.address)).to.equal(MAX);
+      const vaultBalance = await token.balanceOf(await vault.getAddress());
+      await expect(vault.connect(c).deposit(1n))
+        .to.be.revertedWithCustomError(vault, "SafeCastOverflowedUintDowncast")
+        .withArgs(128, MAX + 1n);
+      await expect(vault.connect(payer).depositFor(c.address, MAX))
+        .to.be.revertedWithCustomError(vault, "SafeCastOverflowedUintDowncast")
+        .withArgs(128, 2n * MAX);
+      // nothing moved, nothing was truncated
+      expect(await vault.depositOf(c.address)).to.equal(MAX);
+      expect(await vault.totalDepositedOf(c.address)).to.equal(MAX);
+      expect(await token.balanceOf(await vault.getAddress())).to.equal(vaultBalance);
+    });
+
+    it("a single deposit above 2^128 - 1 reverts, it is not truncated", async function () {
+      const { vault, clients } = await loadFixture(rich);
+      const [c] = clients;
+      await expect(vault.connect(c).deposit(MAX + 1n))
+        .to.be.revertedWithCustomError(vault, "SafeCastOverflowedUintDowncast")
+        .withArgs(128, MAX + 1n);
+      expect(await vault.depositOf(c.address)).to.equal(0n);
+    });
+
+    it("a redemption that would take redeemedOf above 2^128 - 1 reverts with SafeCast's error", async function () {
+      const { vault, clients } = await loadFixture(rich);
+      const [c] = clients;
+      await vault.connect(c).deposit(MAX);
+      await expect(vault.redeem([await H.redemption(vault, c, MAX)]))
+        .to.emit(vault, "VoucherRedeemed")
+        .withArgs(c.address, MAX, MAX);
+      expect(await vault.redeemedOf(c.address)).to.equal(MAX);
+      expect(await vault.depositOf(c.address)).to.equal(0n);
+      await vault.connect(c).deposit(1n);
+      await expect(vault.redeem([await H.redemption(vault, c, MAX + 1n)]))
+        .to.be.revertedWithCustomError(vault, "SafeCastOverflowedUintDowncast")
+        .withArgs(128, MAX + 1n);
+      expect(await vault.redeemedOf(c.address)).to.equal(MAX);
+      expect(await vault.depositOf(c.address)).to.equal(1n);
+    });
+
+    it("deposit, redeem and withdraw each leave the other half of the slot intact", async function () {
+      const { vault, clients } = await loadFixture(rich);
+      const [c, other] = clients;
+      await vault.connect(c).deposit(MAX);
+      await vault.redeem([await H.redemption(vault, c, MAX - 5n)]);
+      expect(await vault.depositOf(c.address)).to.equal(5n);
+      expect(await vault.redeemedOf(c.address)).to.equal(MAX - 5n);
+      await vault.connect(c).deposit(MAX - 5n);
+      expect(await vault.depositOf(c.address)).to.equal(MAX);
+      expect(await vault.redeemedOf(c.address)).to.equal(MAX - 5n);
+      await vault.connect(c).requestWithdrawal(MAX - 1n);
+      await time.increase(H.WITHDRAWAL_DELAY);
+      await expect(vault.connect(c).withdraw()).to.emit(vault, "Withdrawn").withArgs(c.address, MAX - 1n, 1n);
+      expect(await vault.depositOf(c.address)).to.equal(1n);
+      expect(await vault.redeemedOf(c.address)).to.equal(MAX - 5n);
+      // another client's slot is untouched
+      expect(await vault.depositOf(other.address)).to.equal(0n);
+      expect(await vault.redeemedOf(other.address)).to.equal(0n);
+      expect(await vault.totalRedeemed()).to.equal(MAX - 5n);
+    });
+
+    it("totalRedeemed sums a whole batch (written once) beyond 2^128", async function () {
+      const { token, vault, settlement, clients } = await loadFixture(rich);
+      const [c0, c1] = clients;
+      await vault.connect(c0).deposit(MAX);
+      await vault.connect(c1).deposit(MAX);
+      const tx = vault.redeem([await H.redemption(vault, c0, MAX), await H.redemption(vault, c1, MAX)]);
+      await expect(tx).to.emit(vault, "VoucherRedeemed").withArgs(c0.address, MAX, MAX);
+      await expect(tx).to.emit(vault, "VoucherRedeemed").withArgs(c1.address, MAX, MAX);
+      expect(await vault.totalRedeemed()).to.equal(2n * MAX);
+      expect(await token.balanceOf(await settlement.getAddress())).to.equal(2n * MAX);
+    });
+  });
+
   describe("withdrawal with notice", function () {
     // client 0 has 100 ONE deposited
     async function deposited() {

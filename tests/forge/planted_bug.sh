@@ -13,7 +13,7 @@ export FOUNDRY_INVARIANT_SHRINK_RUN_LIMIT=0
 
 BUGS=(
   "claim pays the cumulative amount, not the increase|contracts/EpochSettlement.sol|uint256 amount = cumulativeAmount - claimed;|uint256 amount = cumulativeAmount;"
-  "redeem skips the deposit decrement|contracts/PaymentVault.sol|depositOf[client] = available - increase;|depositOf[client] = available;"
+  "redeem skips the deposit decrement|contracts/PaymentVault.sol|account.deposit = SafeCast.toUint128(available - increase);|account.deposit = SafeCast.toUint128(available);"
   "slash keeps the slashed stake in the registry|contracts/StakeRegistry.sol|if (amount != 0) token.safeTransfer(slashPool, amount);|"
 )
 
