@@ -18,15 +18,24 @@ const hre = require("hardhat");
 const { StandardMerkleTree } = require("@openzeppelin/merkle-tree");
 
 const { ethers, network } = hre;
-const ONE = 10n ** 18n;
+// One definition of the shared constants and EIP-712 types: the contract tests' helpers.
+const {
+  ONE,
+  CHALLENGE_WINDOW,
+  WITHDRAWAL_DELAY,
+  UNBONDING_DELAY,
+  MIN_STAKE,
+  SLASH_BPS,
+  RESULT_TYPES,
+  EARNING_TYPES,
+  VOUCHER_TYPES,
+  PERMIT_TYPES,
+  REGISTRATION_TYPES,
+  ATTESTATION_TYPES,
+} = require("../tests/contracts/helpers");
 const PRICE_WEI = ONE / 1000n; // what one request costs the client
 const FEE_BPS = 1000n; // treasury share of each request
 const BATCH = 64; // PaymentVault.MAX_REDEEM_BATCH
-const CHALLENGE_WINDOW = 3600n;
-const WITHDRAWAL_DELAY = 86400n;
-const UNBONDING_DELAY = 7n * 86400n;
-const MIN_STAKE = 100n * ONE;
-const SLASH_BPS = 1000n;
 const SCENARIOS = [
   { requests: 1_000, clients: 10, contributors: 100 },
   { requests: 1_000, clients: 100, contributors: 100 },
@@ -34,42 +43,6 @@ const SCENARIOS = [
   { requests: 10_000, clients: 100, contributors: 100 },
 ];
 const GOALS = { requests: 10_000, clients: 100, contributors: 100, operatorPerRequest: 200, allInPerRequest: 1_200 };
-
-const VOUCHER_TYPES = {
-  Voucher: [
-    { name: "client", type: "address" },
-    { name: "cumulativeAmount", type: "uint256" },
-    { name: "expiry", type: "uint256" },
-  ],
-};
-const PERMIT_TYPES = {
-  Permit: [
-    { name: "owner", type: "address" },
-    { name: "spender", type: "address" },
-    { name: "value", type: "uint256" },
-    { name: "nonce", type: "uint256" },
-    { name: "deadline", type: "uint256" },
-  ],
-};
-const REGISTRATION_TYPES = {
-  WorkerRegistration: [
-    { name: "worker", type: "address" },
-    { name: "contributor", type: "address" },
-    { name: "deadline", type: "uint256" },
-  ],
-};
-const ATTESTATION_TYPES = {
-  Attestation: [
-    { name: "jobId", type: "bytes32" },
-    { name: "modelHash", type: "bytes32" },
-    { name: "inputHash", type: "bytes32" },
-    { name: "resultHash", type: "bytes32" },
-    { name: "fingerprint", type: "bytes32" },
-  ],
-};
-// Results leaves: (jobId, modelHash, inputHash, fingerprint, resultHash), as EpochSettlement.verifyResult checks.
-const RESULT_TYPES = ["bytes32", "bytes32", "bytes32", "bytes32", "bytes32"];
-const EARNING_TYPES = ["address", "uint256"];
 
 const h = (s) => ethers.keccak256(ethers.toUtf8Bytes(s));
 
