@@ -30,6 +30,7 @@ app.conf.update(
         },
         "close-epoch": {"task": "ledger.tasks.close_epoch", "schedule": settings.epoch_interval_s},
         "slash": {"task": "ledger.tasks.slash", "schedule": settings.epoch_interval_s},
+        "index-chain": {"task": "ledger.tasks.index_chain", "schedule": settings.index_interval_s},
     },
     timezone="UTC",
 )

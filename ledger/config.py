@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     receipt_timeout_s: float = Field(30.0, gt=0)  # then the transaction is replaced
     max_replacements: int = Field(3, ge=0, le=10)
     epoch_lock_timeout_s: int = Field(600, ge=10)
+    index_confirmations: int = Field(2, ge=0, le=1_000)  # blocks on top: an event is confirmed
+    index_batch_blocks: int = Field(2_000, ge=1, le=100_000)  # blocks per eth_getLogs call
+    index_reorg_depth_max: int = Field(64, ge=1, le=10_000)  # deepest reorg the index undoes
+    index_interval_s: float = Field(2.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_dev_keys_outside_dev(self) -> Settings:

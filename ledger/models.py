@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from ledger.db import Wei
@@ -171,3 +171,46 @@ class Slash(SQLModel, table=True):
     tx: str | None = Field(default=None, max_length=66)
     detail: str | None = Field(default=None, max_length=256)
     created_at: int = Field(default_factory=now_s)
+
+
+class ChainEvent(SQLModel, table=True):
+    """One log of the vault, registry or settlement, as ``ledger.chain.index`` read it.
+
+    ``id`` is "<block hash>:<log index>"; (block_number, log_index) is unique because the
+    index deletes what a reorganisation replaced before it stores the new chain's events.
+    ``subject`` is the first indexed argument (the client of a deposit, the contributor of
+    a stake, the epoch of a posting...), normalised as in ``args_json``: addresses and bytes
+    lower-case hex, integers decimal strings."""
+
+    __table_args__ = (
+        UniqueConstraint("block_number", "log_index", name="uq_chainevent_block_log"),
+        Index("ix_chainevent_contract_event_subject", "contract", "event", "subject"),
+    )
+
+    id: str = Field(primary_key=True, max_length=80)
+    contract: str = Field(max_length=32)
+    event: str = Field(max_length=64)
+    subject: str | None = Field(default=None, max_length=80)
+    block_number: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    block_hash: str = Field(max_length=66)
+    tx_hash: str = Field(max_length=66)
+    log_index: int
+    args_json: str = Field(sa_column=Column(Text, nullable=False))
+    confirmed: bool = Field(default=False, index=True)
+
+
+class ChainCursor(SQLModel, table=True):
+    """How far an index has read the chain: the last block scanned and its hash."""
+
+    name: str = Field(primary_key=True, max_length=32)
+    last_block_scanned: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_block_hash: str = Field(max_length=66)
+
+
+class IndexedBlock(SQLModel, table=True):
+    """Hashes of recently scanned blocks (each batch's last block and every block holding
+    an event), kept ``index_reorg_depth_max`` deep: where a reorganisation is found, the
+    index walks back over them to the newest block the chain still has."""
+
+    number: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: str = Field(max_length=66)

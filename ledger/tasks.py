@@ -11,6 +11,7 @@ from functools import lru_cache
 import redis
 
 from ledger.celery_app import app
+from ledger.chain.index import ChainIndex
 from ledger.config import get_settings
 from ledger.context import Context
 from ledger.db import session_scope
@@ -84,3 +85,18 @@ def slash() -> int:
     ctx = context()
     with settler_lock(ctx) as mine:
         return len(submit_slashes(ctx, ctx.settings.slash_batch_max)) if mine else 0
+
+
+@lru_cache(maxsize=1)
+def chain_index() -> ChainIndex:
+    return ChainIndex.from_context(context())
+
+
+@app.task(name="ledger.tasks.index_chain")  # type: ignore[untyped-decorator]
+def index_chain() -> int:
+    """Read the contracts' new events into the database (``ledger.chain.index``); undo a
+    reorganisation first if there was one. Returns the number of events stored."""
+    report = chain_index().sync()
+    if report.removed_confirmed:
+        logger.error("%s confirmed events were reorganised away", report.removed_confirmed)
+    return report.stored
