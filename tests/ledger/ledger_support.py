@@ -9,13 +9,21 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from eth_account import Account
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
 from ledger import journal
+from ledger.chain.client import ChainClient
+from ledger.chain.deploy import deploy
+from ledger.config import REPO_ROOT, Settings
+from ledger.context import Context
 from ledger.journal import TransferKind, TransferSpec
-from ledger.models import Account, Assignment, AssignmentStatus, Job, JobStatus, Transfer, Worker
+from ledger.models import Account as AccountRow
+from ledger.models import Assignment, AssignmentStatus, Job, JobStatus, Transfer, Worker
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class Snapshot:
 def snapshot(engine: Engine) -> Snapshot:
     """What the journal holds, read in a fresh session (nothing cached from the caller)."""
     with Session(engine) as session:
-        balances = {a.id: a.balance_wei for a in session.exec(select(Account)).all()}
+        balances = {a.id: a.balance_wei for a in session.exec(select(AccountRow)).all()}
         count = session.exec(select(func.count()).select_from(Transfer)).one()
     return Snapshot(balances, int(count))
 
@@ -145,3 +153,52 @@ def add_worker(
     )
     session.add(row)
     return row
+
+
+ARTIFACTS = REPO_ROOT / "artifacts"
+
+
+def fresh_ledger(
+    chain: Any,
+    sqlite_url: str,
+    tmp_path: Path,
+    *,
+    deposit_wei: int,
+    mint_to: tuple[str, ...] = (),
+    deploy_args: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Context:
+    """Fresh contracts on the shared Hardhat node (epoch numbers start at 1), client 1 with
+    ``deposit_wei`` in the vault, tokens minted to ``mint_to`` keys, and a ledger context
+    on SQLite whose settler is key 0."""
+    treasury = Account.from_key(chain.keys[2]).address
+    deployment, _ = deploy(
+        chain.w3,
+        ARTIFACTS,
+        chain.keys[0],
+        treasury=treasury,
+        min_stake_wei=10**18,
+        challenge_window_s=2,
+        **(deploy_args or {}),
+    )
+    path = tmp_path / "deployment.json"
+    path.write_text(deployment.to_json())
+    admin = ChainClient(chain.w3, deployment, ARTIFACTS, chain.keys[0])
+    client = ChainClient(chain.w3, deployment, ARTIFACTS, chain.keys[1])
+    admin.transact(admin.token.functions.mint(client.address, deposit_wei), "mint")
+    for key in mint_to:
+        admin.transact(
+            admin.token.functions.mint(Account.from_key(key).address, 1000 * 10**18), "mint"
+        )
+    client.transact(client.token.functions.approve(deployment.vault, deposit_wei), "approve")
+    client.transact(client.vault.functions.deposit(deposit_wei), "deposit")
+    return Context(
+        Settings(
+            database_url=sqlite_url,
+            data_dir=tmp_path,
+            rpc_url=chain.rpc_url,
+            deployment_file=path,
+            settler_key=chain.keys[0],
+            **settings,
+        )
+    )

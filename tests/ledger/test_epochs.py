@@ -14,14 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 from eth_account import Account
-from ledger_support import add_worker, address, h32, snapshot
+from ledger_support import add_worker, address, fresh_ledger, h32, snapshot
 from sqlmodel import Session, select
 from web3 import Web3
 
 from ledger import epochs, journal
-from ledger.chain.client import ChainClient
-from ledger.chain.deploy import deploy
-from ledger.config import REPO_ROOT, Settings
+from ledger.config import REPO_ROOT
 from ledger.context import Context
 from ledger.db import session_scope
 from ledger.epochs import close_epoch, epoch_path
@@ -43,32 +41,14 @@ DEPOSIT = 1 * TOKEN
 @pytest.fixture
 def ctx(chain: Any, sqlite_url: str, tmp_path: Path) -> Iterator[Context]:
     """Fresh contracts, client 1 with a deposit there, three eligible contributors."""
-    treasury = Account.from_key(chain.keys[2]).address
-    deployment, _ = deploy(
-        chain.w3,
-        ARTIFACTS,
-        chain.keys[0],
-        treasury=treasury,
-        min_stake_wei=TOKEN,
-        challenge_window_s=2,
-    )
-    path = tmp_path / "deployment.json"
-    path.write_text(deployment.to_json())
-    admin = ChainClient(chain.w3, deployment, ARTIFACTS, chain.keys[0])
-    client = ChainClient(chain.w3, deployment, ARTIFACTS, chain.keys[1])
-    admin.transact(admin.token.functions.mint(client.address, DEPOSIT), "mint")
-    client.transact(client.token.functions.approve(deployment.vault, DEPOSIT), "approve")
-    client.transact(client.vault.functions.deposit(DEPOSIT), "deposit")
-    settings = Settings(
-        database_url=sqlite_url,
-        data_dir=tmp_path,
-        rpc_url=chain.rpc_url,
-        deployment_file=path,
-        settler_key=chain.keys[0],
+    context = fresh_ledger(
+        chain,
+        sqlite_url,
+        tmp_path,
+        deposit_wei=DEPOSIT,
         replicas=2,
         max_replicas=2,  # a split vote fails at once
     )
-    context = Context(settings)
     with session_scope(context.engine) as session:
         for i in (3, 4, 5):
             add_worker(session, address(0xD0 + i), Account.from_key(chain.keys[i]).address)

@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 from eth_account import Account
-from ledger_support import add_worker
+from ledger_support import add_worker, fresh_ledger
 from sqlmodel import select
 from web3.types import RPCEndpoint
 
 from inferledger import actors
 from ledger.chain.client import ChainClient
-from ledger.chain.deploy import deploy
-from ledger.config import REPO_ROOT, Settings
+from ledger.config import REPO_ROOT
 from ledger.context import Context
 from ledger.db import session_scope
 from ledger.epochs import close_epoch
@@ -45,36 +44,17 @@ CLASS_G = Fingerprint("1.0", "CPUExecutionProvider", "sse4.2", "all", 1)
 @pytest.fixture
 def world(chain: Any, sqlite_url: str, tmp_path: Path) -> Iterator[tuple[Context, list[str]]]:
     """Fresh contracts; three contributors staked, each with a registered device key."""
-    treasury = Account.from_key(chain.keys[2]).address
-    deployment, _ = deploy(
-        chain.w3,
-        ARTIFACTS,
-        chain.keys[0],
-        treasury=treasury,
-        min_stake_wei=TOKEN,
-        challenge_window_s=2,
-        slash_bps=SLASH_BPS,
-    )
-    path = tmp_path / "deployment.json"
-    path.write_text(deployment.to_json())
-    admin = ChainClient(chain.w3, deployment, ARTIFACTS, chain.keys[0])
-    client = ChainClient(chain.w3, deployment, ARTIFACTS, chain.keys[1])
-    for key in chain.keys[1:2] + chain.keys[3:6]:
-        admin.transact(
-            admin.token.functions.mint(Account.from_key(key).address, 1000 * TOKEN), "mint"
-        )
-    client.transact(client.token.functions.approve(deployment.vault, TOKEN), "approve")
-    client.transact(client.vault.functions.deposit(TOKEN), "deposit")
-    settings = Settings(
-        database_url=sqlite_url,
-        data_dir=tmp_path,
-        rpc_url=chain.rpc_url,
-        deployment_file=path,
-        settler_key=chain.keys[0],
+    ctx = fresh_ledger(
+        chain,
+        sqlite_url,
+        tmp_path,
+        deposit_wei=TOKEN,
+        mint_to=tuple(chain.keys[3:6]),
+        deploy_args={"slash_bps": SLASH_BPS},
         replicas=3,
         max_replicas=3,
     )
-    ctx = Context(settings)
+    deployment = ctx.deployment
     device_keys = ["0x" + bytes(Account.create().key).hex() for _ in range(3)]
     with session_scope(ctx.engine) as session:
         for key, device in zip(chain.keys[3:6], device_keys, strict=True):
