@@ -78,6 +78,8 @@ test: deps lint lint-contracts test-contracts test-forge test-python
 
 bench: deps
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/reconcile.py
+	$(BIN)/python bench/ingest.py
 
 bench-gas: $(SOL_STAMP)
 	./node_modules/.bin/hardhat run bench/gas.js

@@ -18,8 +18,13 @@ from ledger.models import Worker
 
 
 @lru_cache(maxsize=1)
-def get_context() -> Context:
+def _context() -> Context:
     return Context(get_settings())
+
+
+async def get_context() -> Context:
+    """This process's context. Async so that resolving it costs no trip to a thread."""
+    return _context()
 
 
 def get_session(ctx: Annotated[Context, Depends(get_context)]) -> Iterator[Session]:

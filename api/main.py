@@ -8,8 +8,9 @@ from fastapi import FastAPI
 
 from api import errors
 from api.limits import BodyLimitMiddleware
-from api.routes import audit, auth, clients, workers
+from api.routes import audit, auth, clients, contributors, workers
 from ledger.config import get_settings
+from ledger.runtime import tune_gc
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def create_app() -> FastAPI:
     app.include_router(auth.router)
     app.include_router(clients.router)
     app.include_router(workers.router)
+    app.include_router(contributors.router)
     app.include_router(audit.router)
 
     @app.get("/healthz", tags=["ops"])
@@ -36,3 +38,4 @@ def create_app() -> FastAPI:
 
 
 app = create_app()
+tune_gc()  # each API process, once the app and its imports are built

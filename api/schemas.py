@@ -84,6 +84,16 @@ class ClientPublic(BaseModel):
     max_voucher_wei: str
 
 
+class DevicePublic(BaseModel):
+    address: str
+    eligible: bool
+    online: bool
+    last_seen_s_ago: float | None
+    in_flight: int
+    safety_faults: int
+    liveness_faults: int
+
+
 class ModelPublic(BaseModel):
     model_hash: str
     name: str

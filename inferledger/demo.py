@@ -244,6 +244,7 @@ def _run(cfg: DemoConfig, procs: Processes) -> DemoResult:
             cwd=REPO_ROOT,
         )
     say(f"API on {api_url}, Celery worker and beat, {len(workers)} device workers started")
+    _wait_devices(api_url, [c.address for c in contributors], procs, cfg)
 
     client_chain = actors.actor(w3, deployment, artifacts_dir, client_key)
     actors.deposit_with_permit(client_chain, cfg.deposit_wei)
@@ -319,6 +320,22 @@ def _accuracy(jobs: list[dict[str, Any]]) -> float:
             right += int(int(np.argmax(logits)) == labels[i % len(labels)])
             total += 1
     return right / total if total else 0.0
+
+
+def _wait_devices(api_url: str, contributors: list[str], procs: Processes, cfg: DemoConfig) -> None:
+    """Every contributor's device signed in, eligible and pulling work: paying before then
+    would leave the late ones out of every job."""
+
+    def ready() -> bool:
+        procs.check_alive()
+        for owner in contributors:
+            listed = httpx.get(f"{api_url}/v1/contributors/{owner}/devices", timeout=10).json()
+            if not any(d["eligible"] and d["online"] for d in listed):
+                return False
+        return True
+
+    wait_until("every device online and eligible", ready, cfg.timeout_s, interval_s=0.25)
+    cfg.progress(f"  {len(contributors)} devices online and eligible")
 
 
 def _pay_for_requests(

@@ -8,23 +8,31 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from functools import lru_cache
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address
 from sqlmodel import Session
 
 from ledger.context import Context
 from ledger.errors import InvalidRequest, Unauthorized
 from ledger.models import AuthChallenge, AuthToken, Worker
+from protocol.eip712 import to_checksum_address
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
 
 def checked_address(value: str) -> str:
-    if not isinstance(value, str) or not is_address(value):
+    """The EIP-55 form of an address given in any case; a clear error otherwise."""
+    if not isinstance(value, str) or len(value) != 42 or not _is_address(value):
         raise InvalidRequest(f"{value!r} is not an address", code="invalid_address")
-    return str(to_checksum_address(value))
+    return to_checksum_address(value)
+
+
+@lru_cache(maxsize=1 << 16)  # only ever given 42 characters: a bounded cache
+def _is_address(value: str) -> bool:
+    return bool(is_address(value))
 
 
 def issue_challenge(session: Session, ctx: Context, address: str) -> AuthChallenge:

@@ -58,14 +58,16 @@ class Settings(BaseSettings):
     fee_bps: int = Field(1000, ge=0, le=10_000)
     epoch_interval_s: float = Field(30.0, gt=0)
     reconcile_interval_s: float = Field(2.0, gt=0)
-    reconcile_batch_size: int = Field(500, ge=1, le=10_000)
+    reconcile_batch_size: int = Field(2_000, ge=1, le=10_000)
+    # paid jobs admitted per unit of work (group commit); 1: one commit per request
+    ingest_batch_max: int = Field(256, ge=1, le=10_000)
+    ingest_timeout_s: float = Field(30.0, gt=0)  # a request's wait for its batch to commit
     assignment_deadline_s: int = Field(120, ge=1)
     job_timeout_s: int = Field(900, ge=1)  # undecided this long: fails, the client pays nothing
     sweep_batch_size: int = Field(500, ge=1, le=10_000)
     sweep_interval_s: float = Field(5.0, gt=0)
     worker_seen_s: float = Field(30.0, gt=0)
     worker_max_in_flight: int = Field(64, ge=1, le=10_000)
-    worker_eligibility_ttl_s: float = Field(60.0, gt=0)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_tensor_bytes: int = Field(262_144, ge=64)
     pull_batch_max: int = Field(64, ge=1, le=1024)
@@ -79,11 +81,24 @@ class Settings(BaseSettings):
     chain_timeout_s: float = Field(60.0, gt=0)
     receipt_timeout_s: float = Field(30.0, gt=0)  # then the transaction is replaced
     max_replacements: int = Field(3, ge=0, le=10)
-    epoch_lock_timeout_s: int = Field(600, ge=10)
+    # the settler's Redis lock: must outlast the task holding it (its hard time limit)
+    epoch_lock_timeout_s: int = Field(960, ge=10)
     index_confirmations: int = Field(2, ge=0, le=1_000)  # blocks on top: an event is confirmed
     index_batch_blocks: int = Field(2_000, ge=1, le=100_000)  # blocks per eth_getLogs call
     index_reorg_depth_max: int = Field(64, ge=1, le=10_000)  # deepest reorg the index undoes
     index_interval_s: float = Field(2.0, gt=0)
+    # Celery on Redis (ledger.celery_app, ledger.parking): every task runs within its time
+    # limits; a message unacked by a worker that died is handed out again after the
+    # visibility timeout (so it must outlast the hard limit); workers look for such messages
+    # every celery_restore_interval_s. A message delivered more than max_deliveries times
+    # (its task keeps killing its worker) is parked instead of run.
+    celery_task_soft_time_limit_s: int = Field(600, ge=1)
+    celery_task_time_limit_s: int = Field(900, ge=1)
+    celery_visibility_timeout_s: int = Field(3600, ge=1)
+    celery_restore_interval_s: float = Field(10.0, gt=0)
+    max_deliveries: int = Field(5, ge=1, le=100)
+    delivery_count_ttl_s: int = Field(86_400, ge=60)  # a delivery count outlives redelivery
+    parked_max: int = Field(10_000, ge=1, le=1_000_000)  # parked messages kept, newest first
 
     @model_validator(mode="after")
     def _refuse_dev_keys_outside_dev(self) -> Settings:
@@ -97,6 +112,24 @@ class Settings(BaseSettings):
             )
         if self.max_replicas < self.replicas:
             raise ValueError("max_replicas must be >= replicas")
+        return self
+
+    @model_validator(mode="after")
+    def _check_celery_limits(self) -> Settings:
+        """A task still running when its message becomes visible again would run twice at
+        once; a delivery count that expires between deliveries would never reach the limit."""
+        if self.celery_task_soft_time_limit_s >= self.celery_task_time_limit_s:
+            raise ValueError("celery_task_soft_time_limit_s must be < celery_task_time_limit_s")
+        if self.celery_task_time_limit_s >= self.celery_visibility_timeout_s:
+            raise ValueError("celery_visibility_timeout_s must be > celery_task_time_limit_s")
+        if self.epoch_lock_timeout_s <= self.celery_task_time_limit_s:  # two settlers at once
+            raise ValueError("epoch_lock_timeout_s must be > celery_task_time_limit_s")
+        redelivered_within_s = self.celery_visibility_timeout_s + self.celery_restore_interval_s
+        if self.delivery_count_ttl_s <= redelivered_within_s:
+            raise ValueError(
+                "delivery_count_ttl_s must be > celery_visibility_timeout_s + "
+                "celery_restore_interval_s"
+            )
         return self
 
     @property

@@ -1,18 +1,25 @@
 """Everything a unit of work needs, built once per process: settings, database engine, the
-model manifests, the deployment and the chain client."""
+model manifests, the deployment, the chain client, the chain index with its bounded
+catch-up, and the registry's immutable minimum stake."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from ledger.chain.catchup import CatchUp
 from ledger.chain.client import ChainClient, connect
+from ledger.chain.index import ChainIndex
 from ledger.config import Settings
 from ledger.db import engine_for
 from protocol.contracts import Deployment
 from protocol.manifest import Manifest, load_models
+
+if TYPE_CHECKING:
+    from ledger.ingest import Ingest
 
 
 @dataclass
@@ -44,3 +51,24 @@ class Context:
             self.settings.receipt_timeout_s,
             self.settings.max_replacements,
         )
+
+    @cached_property
+    def index(self) -> ChainIndex:
+        return ChainIndex.from_context(self)
+
+    @cached_property
+    def catch_up(self) -> CatchUp:
+        """Brings the index up to the chain on a request's path, within limits."""
+        return CatchUp(self.index)
+
+    @cached_property
+    def min_stake_wei(self) -> int:
+        """``StakeRegistry.minStake``: immutable, so read from the chain once per process."""
+        return int(self.chain.call(self.chain.registry.functions.minStake(), "minStake"))
+
+    @cached_property
+    def ingest(self) -> Ingest:
+        """This process's group commit of paid jobs (``ledger.ingest``), started on first use."""
+        from ledger.ingest import Ingest
+
+        return Ingest(self)

@@ -9,6 +9,7 @@ LedgerError
 ├── Conflict                    an id reused with different content                (409)
 │   └── TransferConflict        a transfer id reused with different fields
 ├── NoCapacity                  not enough eligible workers of distinct owners     (503)
+├── Busy                        a request waited too long for its turn; retry it   (503)
 ├── InsufficientFunds           a transfer would make a non-system balance negative
 ├── InvariantViolation          a named invariant failed: stop, nothing is committed
 ├── ChainError                  a chain call failed; ``name`` is the Solidity error
@@ -67,6 +68,11 @@ class TransferConflict(Conflict):
 
 class NoCapacity(LedgerError):
     code = "no_capacity"
+    status = 503
+
+
+class Busy(LedgerError):
+    code = "busy"
     status = 503
 
 

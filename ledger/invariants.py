@@ -14,7 +14,10 @@ anything is sent on chain. Each raises ``InvariantViolation`` (never ``assert``,
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
+from sqlalchemy import Integer, cast, func
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from ledger.errors import InvariantViolation
@@ -22,9 +25,28 @@ from ledger.journal import ESCROW
 from ledger.models import Account, AccountKind, Job, JobStatus, Transfer
 
 
+def _sum_wei(session: Session, column: Any, *where: Any) -> int:
+    """The exact sum of a ``Wei`` column, added up by the database when it can do so
+    exactly (PostgreSQL's NUMERIC; SQLite's 64-bit integers when every value has at most
+    18 digits and the sum does not overflow, which SQLite reports as an error), else here."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        total = session.exec(select(func.coalesce(func.sum(column), 0)).where(*where)).one()
+        return int(total)
+    as_int = cast(column, Integer)
+    try:
+        total, longest = session.exec(
+            select(func.coalesce(func.sum(as_int), 0), func.max(func.length(column))).where(*where)
+        ).one()
+        if longest is None or int(longest) <= 18:
+            return int(total)
+    except OperationalError:  # "integer overflow": add them up exactly below
+        pass
+    return sum(session.exec(select(column).where(*where)).all())
+
+
 def journal_balanced(session: Session) -> None:
-    accounts = session.exec(select(Account)).all()
-    total = sum(a.balance_wei for a in accounts)
+    total = _sum_wei(session, Account.balance_wei)
     if total != 0:
         raise InvariantViolation(f"journal_balanced: balances sum to {total}, not 0", total=total)
 
@@ -45,19 +67,20 @@ def balances_match_transfers(session: Session) -> None:
 
 
 def no_negative_balance(session: Session) -> None:
-    negative = session.exec(select(Account).where(Account.kind != AccountKind.SYSTEM)).all()
-    for a in negative:
-        if a.balance_wei < 0:
+    rows = session.exec(
+        select(Account.id, Account.balance_wei).where(Account.kind != AccountKind.SYSTEM)
+    ).all()
+    for account_id, balance in rows:
+        if balance < 0:
             raise InvariantViolation(
-                f"no_negative_balance: {a.id} is at {a.balance_wei}", account=a.id
+                f"no_negative_balance: {account_id} is at {balance}", account=account_id
             )
 
 
 def escrow_matches_open_jobs(session: Session) -> None:
-    open_jobs = session.exec(
-        select(Job).where(col(Job.status).in_([JobStatus.PENDING, JobStatus.SUBMITTED]))
-    ).all()
-    held = sum(j.price_wei for j in open_jobs)
+    held = _sum_wei(
+        session, Job.price_wei, col(Job.status).in_([JobStatus.PENDING, JobStatus.SUBMITTED])
+    )
     escrow = session.get(Account, ESCROW)
     escrow_balance = escrow.balance_wei if escrow else 0
     if escrow_balance != held:

@@ -6,24 +6,26 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from ledger import invariants, journal, scheduler
 from ledger.auth import checked_address
+from ledger.chain.projection import deposits_for_payment
 from ledger.context import Context
+from ledger.db import insert_many
 from ledger.errors import (
     Conflict,
-    InsufficientFunds,
     InvalidRequest,
+    LedgerError,
     NoCapacity,
     PaymentRequired,
     VoucherInvalid,
 )
 from ledger.journal import TransferKind, TransferSpec
-from ledger.models import Client, Job
+from ledger.models import Assignment, AssignmentStatus, Client, Job, JobStatus
 from protocol import hashing, tensors
 from protocol.eip712 import Voucher, job_id, recover_voucher
 from protocol.errors import ProtocolError
@@ -85,12 +87,20 @@ def _check_voucher(ctx: Context, req: JobRequest) -> tuple[Voucher, bytes]:
 
 
 def _sync_deposits(session: Session, ctx: Context, client: Client) -> None:
-    """Bring the journal up to the client's total deposits on chain (idempotent by total)."""
-    total = int(
-        ctx.chain.call(
-            ctx.chain.vault.functions.totalDepositedOf(client.address), "totalDepositedOf"
-        )
-    )
+    """Bring the journal up to the client's total deposits (idempotent by total), as the
+    chain index holds them (``deposits_for_payment``), never by a chain call. If the index
+    shows nothing new it first catches up within ``ctx.catch_up``'s limits (at most once a
+    second per client and process), so a deposit mined before this request counts.
+
+    In ``prod`` mode only confirmed deposits count (``index_confirmations`` blocks on top):
+    a deposit a reorganisation removes must not have paid for work. A dev chain (Hardhat's
+    automine, one block per transaction, no reorganisations) counts them as they are mined.
+    """
+    confirmed_only = ctx.settings.mode == "prod"
+    total = deposits_for_payment(session, client.address, confirmed_only)
+    if total <= client.deposited_wei:
+        ctx.catch_up(session, f"client:{client.address.lower()}")
+        total = deposits_for_payment(session, client.address, confirmed_only)
     if total > client.deposited_wei:
         journal.post(
             session,
@@ -106,92 +116,218 @@ def _sync_deposits(session: Session, ctx: Context, client: Client) -> None:
         session.add(client)
 
 
-def _hold(session: Session, ctx: Context, client: Client, jid: str, price: int) -> None:
-    spec = TransferSpec(
-        f"hold:{jid}",
-        journal.client_account(client.address),
-        journal.ESCROW,
-        price,
-        TransferKind.HOLD,
-        jid,
-    )
-    try:  # post() refuses before it changes anything, so a retry needs no savepoint
-        journal.post(session, spec)
-        return
-    except InsufficientFunds:
-        _sync_deposits(session, ctx, client)
-    try:
-        journal.post(session, spec)
-    except InsufficientFunds as exc:
-        raise PaymentRequired(
-            f"the deposit does not cover {price} wei more: "
-            f"{exc.data.get('available', 0)} wei available",
-            needed=price,
-            available=exc.data.get("available", 0),
-        ) from exc
+@dataclass(frozen=True)
+class Prepared:
+    """A request that passed every check needing no database: its model and inputs, and a
+    voucher signed by its client. The CPU-heavy half of admission (decoding, signature
+    recovery), done on the request's own thread before it joins a batch."""
+
+    req: JobRequest
+    manifest: Manifest
+    rows: int
+    voucher: Voucher
+    signature: bytes
+    job_id: str
+    input_hash: str
 
 
-def create_job(session: Session, ctx: Context, req: JobRequest) -> tuple[Job, bool]:
-    """Return (job, created). A retry with the same voucher and input returns the same job."""
-    req = JobRequest(**{**req.__dict__, "client": checked_address(req.client)})
+def prepare(ctx: Context, req: JobRequest) -> Prepared:
+    req = replace(req, client=checked_address(req.client))
     manifest = _manifest(ctx, req.model_hash)
     arrays, rows = _decode_inputs(ctx, manifest, req.inputs)
     voucher, sig = _check_voucher(ctx, req)
     jid = "0x" + job_id(ctx.deployment.vault, req.client, req.cumulative_amount_wei).hex()
     in_hash = "0x" + hashing.input_hash(arrays).hex()
-    # One request of a client at a time: lock its account before reading its jobs, what it
-    # owes and its highest voucher, so a concurrent request is judged on committed figures.
-    journal.lock_account(session, journal.client_account(req.client))
-    existing = session.get(Job, jid)
-    if existing is not None:
-        if existing.input_hash != in_hash or existing.model_hash != "0x" + manifest.sha256:
-            raise Conflict("this voucher already paid for another job", code="voucher_reused")
-        return existing, False  # a retry: the voucher was checked when the job was made
-    if req.expiry < int(time.time()) + ctx.settings.voucher_min_ttl_s:
-        raise VoucherInvalid(
-            f"the voucher expires too soon: at least {ctx.settings.voucher_min_ttl_s} s are needed",
-            code="voucher_expired",
+    return Prepared(req, manifest, rows, voucher, sig, jid, in_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job admitted in this unit of work, as written: the columns of ``Job`` without the
+    cost of building an ORM object (which was most of admission's time)."""
+
+    id: str
+    client: str
+    model_hash: str
+    input_hash: str
+    rows: int
+    price_wei: int
+    voucher_cumulative_wei: int
+    voucher_expiry: int
+    voucher_signature: str
+    inputs_json: str
+    replicas_wanted: int
+    created_at: int
+    status: str = JobStatus.PENDING.value
+    result_hash: str | None = None
+    fingerprint: str | None = None
+    outputs_json: str | None = None
+    failure: str | None = None
+    epoch: int | None = None
+    decided_at: int | None = None
+
+
+ASSIGNMENT_COLUMNS = ("job_id", "worker", "contributor", "status", "deadline")
+Outcome = tuple[Job | JobRow, bool] | LedgerError  # (job, created) or why it was refused
+
+
+@dataclass
+class _Admission:
+    """One unit of work admitting many requests, in order, as if one at a time: the
+    figures each check reads (balances, highest vouchers, work in flight) are kept up to
+    date in memory, and every effect is written at the end in a few statements."""
+
+    session: Session
+    ctx: Context
+    balances: dict[str, int]
+    clients: dict[str, Client]
+    jobs: dict[str, Job | JobRow]
+    pool: scheduler.Pool | None = None
+    holds: list[TransferSpec] = field(default_factory=list)
+    new_jobs: list[JobRow] = field(default_factory=list)
+    new_assignments: list[tuple[str, str, str, str, int]] = field(default_factory=list)
+
+    def admit(self, p: Prepared) -> tuple[Job | JobRow, bool]:
+        req, ctx = p.req, self.ctx
+        existing = self.jobs.get(p.job_id)
+        if existing is not None:
+            if (
+                existing.input_hash != p.input_hash
+                or existing.model_hash != "0x" + p.manifest.sha256
+            ):
+                raise Conflict("this voucher already paid for another job", code="voucher_reused")
+            return existing, False  # a retry: the voucher was checked when the job was made
+        if req.expiry < int(time.time()) + ctx.settings.voucher_min_ttl_s:
+            raise VoucherInvalid(
+                f"the voucher expires too soon: at least {ctx.settings.voucher_min_ttl_s} s "
+                "are needed",
+                code="voucher_expired",
+            )
+        client = self.clients.get(req.client)
+        if client is None:
+            client = self.clients[req.client] = Client(address=req.client)
+        if p.voucher.cumulative_amount <= client.max_voucher_wei:
+            raise Conflict(
+                f"the voucher's cumulative amount must exceed {client.max_voucher_wei} wei",
+                code="voucher_not_increasing",
+                max_voucher_wei=client.max_voucher_wei,
+            )
+        price = p.manifest.price_wei(p.rows)
+        owed = client.deposited_wei - self.balances[req.client] + price
+        if p.voucher.cumulative_amount < owed:
+            raise VoucherInvalid(
+                f"the voucher covers {p.voucher.cumulative_amount} wei; {owed} wei are owed "
+                "with this job",
+                code="voucher_too_low",
+                needed=owed,
+            )
+        if self.pool is None:
+            self.pool = scheduler.Pool.load(self.session, ctx)
+        workers = self.pool.choose(ctx.settings.replicas)
+        if len(workers) < ctx.settings.replicas:
+            raise NoCapacity(
+                f"{len(workers)} eligible workers of distinct "
+                f"contributors; {ctx.settings.replicas} needed"
+            )
+        if self.balances[req.client] < price:  # the last check: all others passed
+            self._sync_or_refuse(client, price)
+        self.pool.take(workers)
+        self.balances[req.client] -= price
+        client.max_voucher_wei = p.voucher.cumulative_amount
+        self.holds.append(
+            TransferSpec(
+                f"hold:{p.job_id}",
+                journal.client_account(req.client),
+                journal.ESCROW,
+                price,
+                TransferKind.HOLD,
+                p.job_id,
+            )
         )
-    client = session.get(Client, req.client) or Client(address=req.client)
-    if voucher.cumulative_amount <= client.max_voucher_wei:
-        raise Conflict(
-            f"the voucher's cumulative amount must exceed {client.max_voucher_wei} wei",
-            code="voucher_not_increasing",
-            max_voucher_wei=client.max_voucher_wei,
+        now = int(time.time())
+        job = JobRow(
+            id=p.job_id,
+            client=req.client,
+            model_hash="0x" + p.manifest.sha256,
+            input_hash=p.input_hash,
+            rows=p.rows,
+            price_wei=price,
+            voucher_cumulative_wei=p.voucher.cumulative_amount,
+            voucher_expiry=p.voucher.expiry,
+            voucher_signature="0x" + p.signature.hex(),
+            inputs_json=json.dumps(req.inputs, separators=(",", ":")),
+            replicas_wanted=ctx.settings.replicas,
+            created_at=now,
         )
-    price = manifest.price_wei(rows)
-    committed = client.deposited_wei - journal.balance(session, journal.client_account(req.client))
-    if voucher.cumulative_amount < committed + price:
-        raise VoucherInvalid(
-            f"the voucher covers {voucher.cumulative_amount} "
-            f"wei; {committed + price} wei are owed with this job",
-            code="voucher_too_low",
-            needed=committed + price,
+        deadline = now + ctx.settings.assignment_deadline_s
+        assigned = AssignmentStatus.ASSIGNED.value
+        self.new_assignments.extend(
+            (job.id, w.address, w.contributor, assigned, deadline) for w in workers
         )
-    _hold(session, ctx, client, jid, price)
-    workers = scheduler.choose(session, ctx, ctx.settings.replicas)
-    if len(workers) < ctx.settings.replicas:
-        raise NoCapacity(
-            f"{len(workers)} eligible workers of distinct "
-            f"contributors; {ctx.settings.replicas} needed"
-        )
-    client.max_voucher_wei = voucher.cumulative_amount
-    session.add(client)
-    job = Job(
-        id=jid,
-        client=req.client,
-        model_hash="0x" + manifest.sha256,
-        input_hash=in_hash,
-        rows=rows,
-        price_wei=price,
-        voucher_cumulative_wei=voucher.cumulative_amount,
-        voucher_expiry=voucher.expiry,
-        voucher_signature="0x" + sig.hex(),
-        inputs_json=json.dumps(req.inputs, separators=(",", ":")),
-        replicas_wanted=ctx.settings.replicas,
+        self.jobs[job.id] = job
+        self.new_jobs.append(job)
+        return job, True
+
+    def _sync_or_refuse(self, client: Client, price: int) -> None:
+        """Bring in deposits the journal has not seen yet; if they still do not cover
+        ``price``, refuse with nothing changed (the synced deposit is rolled back too)."""
+        before = client.deposited_wei
+        savepoint = self.session.begin_nested()
+        _sync_deposits(self.session, self.ctx, client)
+        available = self.balances[client.address] + client.deposited_wei - before
+        if available < price:
+            savepoint.rollback()
+            client.deposited_wei = before
+            raise PaymentRequired(
+                f"the deposit does not cover {price} wei more: {available} wei available",
+                needed=price,
+                available=available,
+            )
+        savepoint.commit()
+        self.balances[client.address] = available
+
+    def write(self) -> None:
+        journal.post_batch(self.session, self.holds)
+        columns = JobRow.__slots__
+        rows = [tuple(getattr(j, c) for c in columns) for j in self.new_jobs]
+        insert_many(self.session, Job.__table__, columns, rows)  # type: ignore[attr-defined]
+        insert_many(self.session, Assignment.__table__, ASSIGNMENT_COLUMNS, self.new_assignments)  # type: ignore[attr-defined]
+        self.session.add_all(self.clients[c] for c in {j.client for j in self.new_jobs})
+        self.session.flush()
+        invariants.check_money(self.session)
+
+
+def admit(session: Session, ctx: Context, batch: list[Prepared]) -> list[Outcome]:
+    """Admit prepared requests in order as one unit of work: each holds its price and gets
+    its replicas, or is refused (``LedgerError``) having changed nothing, exactly as if it
+    had come alone. The clients' accounts are locked first, so requests of one client are
+    judged on committed figures whichever process admits them."""
+    if not batch:
+        return []
+    clients = sorted({p.req.client for p in batch})
+    accounts = journal.lock_accounts(session, (journal.client_account(c) for c in clients))
+    known_clients = session.exec(select(Client).where(col(Client.address).in_(clients))).all()
+    known_jobs = session.exec(select(Job).where(col(Job.id).in_({p.job_id for p in batch}))).all()
+    admission = _Admission(
+        session,
+        ctx,
+        balances={c: accounts[journal.client_account(c)].balance_wei for c in clients},
+        clients={c.address: c for c in known_clients},
+        jobs={j.id: j for j in known_jobs},
     )
-    session.add(job)
-    scheduler.assign(session, ctx, jid, workers)
-    session.flush()
-    invariants.check_money(session)
-    return job, True
+    outcomes: list[Outcome] = []
+    for p in batch:
+        try:
+            outcomes.append(admission.admit(p))
+        except LedgerError as exc:
+            outcomes.append(exc)
+    admission.write()
+    return outcomes
+
+
+def create_job(session: Session, ctx: Context, req: JobRequest) -> tuple[Job | JobRow, bool]:
+    """Return (job, created). A retry with the same voucher and input returns the same job."""
+    (outcome,) = admit(session, ctx, [prepare(ctx, req)])
+    if isinstance(outcome, LedgerError):
+        raise outcome
+    return outcome

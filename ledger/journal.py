@@ -12,17 +12,20 @@ held for jobs not yet decided) and ``treasury`` (protocol fees).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NoReturn
 
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
+from ledger.db import insert_many
 from ledger.errors import InsufficientFunds, TransferConflict
-from ledger.models import Account, AccountKind, Transfer
+from ledger.models import Account, AccountKind, Transfer, now_s
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +114,34 @@ def balance(session: Session, account_id: str) -> int:
     return account.balance_wei if account else 0
 
 
-def _same(existing: Transfer, spec: TransferSpec) -> PostResult:
-    same = (
-        existing.debit_account_id == spec.debit
-        and existing.credit_account_id == spec.credit
-        and existing.amount_wei == spec.amount_wei
-        and existing.kind == spec.kind
-        and existing.job_id == spec.job_id
+def _check_shape(spec: TransferSpec) -> None:
+    if spec.amount_wei <= 0:
+        raise ValueError(f"transfer {spec.id} must move a positive amount")
+    if spec.debit == spec.credit:
+        raise ValueError(f"transfer {spec.id} debits and credits the same account")
+    _kind_of(spec.debit), _kind_of(spec.credit)  # unknown account names are refused
+
+
+def _refuse(spec: TransferSpec, available: int) -> NoReturn:
+    raise InsufficientFunds(
+        f"{spec.debit} holds {available} wei, transfer {spec.id} needs {spec.amount_wei}",
+        account=spec.debit,
+        needed=spec.amount_wei,
+        available=available,
     )
+
+
+def _same(existing: Transfer | TransferSpec, spec: TransferSpec) -> PostResult:
+    if isinstance(existing, TransferSpec):
+        same = existing == spec
+    else:
+        same = (
+            existing.debit_account_id == spec.debit
+            and existing.credit_account_id == spec.credit
+            and existing.amount_wei == spec.amount_wei
+            and existing.kind == spec.kind
+            and existing.job_id == spec.job_id
+        )
     if not same:
         raise TransferConflict(f"transfer {spec.id} exists with other fields", id=spec.id)
     return PostResult.EXISTS
@@ -137,10 +160,7 @@ def post(session: Session, spec: TransferSpec) -> PostResult:
     locked (money-moving units run one at a time) and the id is looked up again, so concurrent
     replays of one transfer create it once and the others report ``exists``; the primary key
     backs this up."""
-    if spec.amount_wei <= 0:
-        raise ValueError(f"transfer {spec.id} must move a positive amount")
-    if spec.debit == spec.credit:
-        raise ValueError(f"transfer {spec.id} debits and credits the same account")
+    _check_shape(spec)
     existing = _existing(session, spec.id)  # transfers never change: no lock needed to see one
     if existing is not None:
         return _same(existing, spec)
@@ -150,13 +170,7 @@ def post(session: Session, spec: TransferSpec) -> PostResult:
         return _same(existing, spec)
     debit, credit = locked[spec.debit], locked[spec.credit]
     if debit.kind != AccountKind.SYSTEM and debit.balance_wei < spec.amount_wei:
-        raise InsufficientFunds(
-            f"{spec.debit} holds {debit.balance_wei} wei, "
-            f"transfer {spec.id} needs {spec.amount_wei}",
-            account=spec.debit,
-            needed=spec.amount_wei,
-            available=debit.balance_wei,
-        )
+        _refuse(spec, debit.balance_wei)
     try:
         with session.begin_nested():
             debit.balance_wei -= spec.amount_wei
@@ -181,3 +195,90 @@ def post(session: Session, spec: TransferSpec) -> PostResult:
 
 def post_all(session: Session, specs: list[TransferSpec]) -> list[PostResult]:
     return [post(session, spec) for spec in specs]
+
+
+TRANSFER_COLUMNS = (
+    "id",
+    "debit_account_id",
+    "credit_account_id",
+    "amount_wei",
+    "kind",
+    "job_id",
+    "created_at",
+)
+_CHUNK = 500  # ids per IN (...) list: far below every database's limit on bound parameters
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def lock_accounts(session: Session, account_ids: Iterable[str]) -> dict[str, Account]:
+    """``lock_account`` for many accounts in a few statements: the rows, locked in id order
+    for this unit of work, the missing ones created at zero."""
+    _serialise(session)
+    wanted = sorted(set(account_ids))
+    found: dict[str, Account] = {}
+
+    def load(ids: list[str]) -> None:
+        for chunk in _chunks(ids):
+            query = select(Account).where(col(Account.id).in_(chunk)).order_by(col(Account.id))
+            query = query.with_for_update().execution_options(populate_existing=True)
+            found.update((a.id, a) for a in session.exec(query).all())
+
+    load(wanted)
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        for chunk in _chunks(missing):
+            rows = [{"id": i, "kind": _kind_of(i), "balance_wei": 0} for i in chunk]
+            session.execute(
+                insert(Account).values(rows).on_conflict_do_nothing(index_elements=["id"])
+            )
+        load(missing)
+    return found
+
+
+def post_batch(session: Session, specs: list[TransferSpec]) -> list[PostResult]:
+    """Apply ``specs`` in order inside the caller's unit of work, with the same outcome as
+    ``post`` on each in turn (a known id reports ``exists``, also one repeated inside the
+    batch), in a few statements however long the batch: the accounts are locked at once,
+    the known ids read at once, the new transfers inserted at once. The first refusal
+    (``InsufficientFunds``, ``TransferConflict``, ``ValueError``) raises before anything
+    has changed, so the caller may go on or roll back."""
+    for spec in specs:
+        _check_shape(spec)
+    accounts = lock_accounts(session, (i for s in specs for i in (s.debit, s.credit)))
+    known: dict[str, Transfer | TransferSpec] = {}
+    for chunk in _chunks(sorted({s.id for s in specs})):  # looked up under the locks
+        known.update(
+            (t.id, t) for t in session.exec(select(Transfer).where(col(Transfer.id).in_(chunk)))
+        )
+    balances = {i: a.balance_wei for i, a in accounts.items()}
+    results: list[PostResult] = []
+    created: list[TransferSpec] = []
+    for spec in specs:
+        if (seen := known.get(spec.id)) is not None:
+            results.append(_same(seen, spec))
+            continue
+        if (
+            accounts[spec.debit].kind != AccountKind.SYSTEM
+            and balances[spec.debit] < spec.amount_wei
+        ):
+            _refuse(spec, balances[spec.debit])
+        balances[spec.debit] -= spec.amount_wei
+        balances[spec.credit] += spec.amount_wei
+        known[spec.id] = spec
+        created.append(spec)
+        results.append(PostResult.CREATED)
+    if created:
+        now = now_s()
+        rows = [
+            (t.id, t.debit, t.credit, t.amount_wei, str(t.kind), t.job_id, now) for t in created
+        ]
+        insert_many(session, Transfer.__table__, TRANSFER_COLUMNS, rows)  # type: ignore[attr-defined]
+        for account_id, account in accounts.items():
+            if account.balance_wei != balances[account_id]:
+                account.balance_wei = balances[account_id]
+    return results

@@ -34,8 +34,9 @@ class Transfer(SQLModel, table=True):
     """Immutable; ``id`` is chosen by the caller and is the idempotency key."""
 
     id: str = Field(primary_key=True, max_length=160)
-    debit_account_id: str = Field(max_length=80, index=True)
-    credit_account_id: str = Field(max_length=80, index=True)
+    # not indexed: nothing reads transfers by account, and each index costs every insert
+    debit_account_id: str = Field(max_length=80)
+    credit_account_id: str = Field(max_length=80)
     amount_wei: int = Field(sa_column=Column(Wei(), nullable=False))
     kind: str = Field(max_length=16)
     job_id: str | None = Field(default=None, max_length=66, index=True)
@@ -50,6 +51,9 @@ class JobStatus(StrEnum):
 
 
 class Job(SQLModel, table=True):
+    # the work queues: undecided jobs of a status, oldest first (reconcile, sweep)
+    __table_args__ = (Index("ix_job_status_created", "status", "created_at"),)
+
     id: str = Field(primary_key=True, max_length=66)
     client: str = Field(max_length=42, index=True)
     model_hash: str = Field(max_length=66)
@@ -60,7 +64,7 @@ class Job(SQLModel, table=True):
     voucher_expiry: int
     voucher_signature: str = Field(max_length=132)
     inputs_json: str = Field(sa_column=Column(Text, nullable=False))
-    status: str = Field(default=JobStatus.PENDING, max_length=16, index=True)
+    status: str = Field(default=JobStatus.PENDING, max_length=16)
     replicas_wanted: int
     result_hash: str | None = Field(default=None, max_length=66)
     fingerprint: str | None = Field(default=None, max_length=66)

@@ -1,29 +1,50 @@
 """Decide jobs whose replicas have all answered, in batches.
 
-Votes are compared exactly within one execution-fingerprint class: a vote is the pair
-(fingerprint, result hash). All votes agree: accepted. Otherwise another replica is added
-(a worker of a contributor not yet on the job) until ``max_replicas``; then a strict majority
-is accepted and anything less fails, charging the client nothing. Accepting pays the
-contributors whose workers agreed and the treasury its fee, from the escrowed price.
-Running it again on a decided job changes nothing.
+A vote is a replica's (fingerprint, result hash). Votes in one execution-fingerprint class
+must match bit for bit; votes of different classes agree when their revealed outputs are
+within the model's declared ``tolerance_abs`` element by element (honest CPUs of different
+ISA tiers or optimisation levels differ in the last bits; a wrong model or input differs by
+far more). Never argmax or rounding: every output element is compared.
+
+All votes agree: accepted. Otherwise another replica is added (a worker of a contributor not
+yet on the job) until ``max_replicas``; then the answer backed by a strict majority is
+accepted and anything less fails, charging the client nothing. Accepting pays the
+contributors whose workers agreed and the treasury its fee, from the escrowed price. A vote
+that disagrees with the accepted answer is a safety fault of its worker (slashable on chain
+only within the consensus class: ``ledger.slashing``). Running it again on a decided job
+changes nothing.
+
+A batch is one unit of work in a constant number of statements, whatever its size: the jobs
+and their votes are read at once, every payment and refund is posted by one
+``journal.post_batch``, and the jobs are updated by one executemany. Only a job that needs
+another replica takes the slow path through the scheduler.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlmodel import Session, col, select
+import numpy as np
+from sqlalchemy import bindparam, select, update
+from sqlmodel import Session, col
 
 from ledger import invariants, journal, scheduler
 from ledger.context import Context
+from ledger.db import ROWS_PER_STATEMENT, values_list
 from ledger.journal import TransferKind, TransferSpec
 from ledger.models import Assignment, AssignmentStatus, Job, JobStatus, Worker
+from protocol import tensors
+from protocol.errors import ProtocolError
 from protocol.pricing import split
 
 logger = logging.getLogger(__name__)
+
+Answer = tuple[str, str]  # (fingerprint, result hash)
 
 
 @dataclass
@@ -34,20 +55,107 @@ class ReconcileReport:
     job_ids: list[str] = field(default_factory=list)
 
 
-def _accept(
-    session: Session, ctx: Context, job: Job, votes: list[Assignment], winner: tuple[str, str]
-) -> None:
-    agreeing = [v for v in votes if (v.fingerprint, v.result_hash) == winner]
-    for vote in votes:  # a different answer in the consensus's class is a safety fault
-        if vote.fingerprint == winner[0] and vote.result_hash != winner[1]:
-            worker = session.get(Worker, vote.worker)
-            if worker is not None:
-                worker.safety_faults += 1
-                session.add(worker)
+@dataclass(frozen=True)
+class Vote:
+    assignment: int
+    worker: str
+    contributor: str
+    answer: Answer
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The answer with the most support and the votes that support it."""
+
+    winner: Answer
+    agreeing: tuple[Vote, ...]
+    total: int
+
+    @property
+    def unanimous(self) -> bool:
+        return len(self.agreeing) == self.total
+
+    @property
+    def majority(self) -> bool:
+        return 2 * len(self.agreeing) > self.total
+
+
+def within_tolerance(
+    a_json: str | None, b_json: str | None, tolerance: float, max_bytes: int
+) -> bool:
+    """Two revealed outputs agree: the same names, dtypes and shapes; floats within
+    ``tolerance`` of each other in every element (NaN or infinity never agree); integers
+    and booleans equal. Anything that does not decode does not agree."""
+    if a_json is None or b_json is None:
+        return False
+    try:
+        a, b = json.loads(a_json), json.loads(b_json)
+        if not isinstance(a, dict) or not isinstance(b, dict) or set(a) != set(b):
+            return False
+        for name in a:
+            x = tensors.decode(a[name], max_bytes=max_bytes)
+            y = tensors.decode(b[name], max_bytes=max_bytes)
+            if x.dtype != y.dtype or x.shape != y.shape:
+                return False
+            if np.issubdtype(x.dtype, np.floating):
+                if not (np.isfinite(x).all() and np.isfinite(y).all()):
+                    return False
+                diff = np.abs(x.astype(np.float64) - y.astype(np.float64))
+                if diff.size and float(diff.max()) > tolerance:
+                    return False
+            elif not np.array_equal(x, y):
+                return False
+    except (ValueError, ProtocolError):
+        return False
+    return True
+
+
+def tally(
+    votes: list[Vote], outputs: dict[int, str | None], tolerance: float, max_bytes: int
+) -> Tally:
+    """Group votes by exact answer; an answer is supported by its own group and by every
+    group of another fingerprint class within tolerance of it. The winner has the most
+    support, then the most exact votes, then the smallest answer (deterministic)."""
+    groups: dict[Answer, list[Vote]] = defaultdict(list)
+    for vote in votes:
+        groups[vote.answer].append(vote)
+    if len(groups) == 1:
+        ((answer, members),) = groups.items()
+        return Tally(answer, tuple(members), len(votes))
+    support: dict[Answer, list[Vote]] = {}
+    for answer, members in groups.items():
+        backing = list(members)
+        for other, theirs in groups.items():
+            if other[0] != answer[0] and within_tolerance(
+                outputs.get(members[0].assignment),
+                outputs.get(theirs[0].assignment),
+                tolerance,
+                max_bytes,
+            ):
+                backing.extend(theirs)
+        support[answer] = backing
+    winner = min(groups, key=lambda a: (-len(support[a]), -len(groups[a]), a))
+    return Tally(winner, tuple(support[winner]), len(votes))
+
+
+@dataclass
+class _Batch:
+    """What one batch decides, applied at the end in a few statements."""
+
+    specs: list[TransferSpec] = field(default_factory=list)
+    decided: list[tuple[str, str, str | None, str | None, int | None, str | None]] = field(
+        default_factory=list
+    )  # (job id, status, fingerprint, result hash, assignment with the outputs, failure)
+    faults: Counter[str] = field(default_factory=Counter)
+
+
+def _accept(ctx: Context, job: Any, result: Tally, votes: list[Vote], batch: _Batch) -> None:
+    agreeing = {v.assignment for v in result.agreeing}
+    batch.faults.update(v.worker for v in votes if v.assignment not in agreeing)
     shares, fee = split(
-        job.price_wei, ctx.settings.fee_bps, sorted(v.contributor for v in agreeing)
+        job.price_wei, ctx.settings.fee_bps, sorted(v.contributor for v in result.agreeing)
     )
-    specs = [
+    batch.specs.extend(
         TransferSpec(
             f"pay:{job.id}:{c.lower()}",
             journal.ESCROW,
@@ -58,22 +166,22 @@ def _accept(
         )
         for c, amount in shares.items()
         if amount > 0
-    ]
+    )
     if fee > 0:
-        specs.append(
+        batch.specs.append(
             TransferSpec(
                 f"fee:{job.id}", journal.ESCROW, journal.TREASURY, fee, TransferKind.FEE, job.id
             )
         )
-    journal.post_all(session, specs)
-    job.status = JobStatus.ACCEPTED
-    job.fingerprint, job.result_hash = winner
-    job.outputs_json = agreeing[0].outputs_json
+    # the outputs kept are those of the first vote of the winning answer itself
+    source = min(v.assignment for v in votes if v.answer == result.winner)
+    batch.decided.append(
+        (job.id, str(JobStatus.ACCEPTED), result.winner[0], result.winner[1], source, None)
+    )
 
 
-def _fail(session: Session, job: Job, reason: str) -> None:
-    journal.post(
-        session,
+def _fail(job: Any, reason: str, batch: _Batch) -> None:
+    batch.specs.append(
         TransferSpec(
             f"refund:{job.id}",
             journal.ESCROW,
@@ -81,60 +189,134 @@ def _fail(session: Session, job: Job, reason: str) -> None:
             job.price_wei,
             TransferKind.REFUND,
             job.id,
-        ),
-    )
-    job.status = JobStatus.FAILED
-    job.failure = reason
-
-
-def decide(session: Session, ctx: Context, job: Job, report: ReconcileReport) -> None:
-    votes = list(
-        session.exec(
-            select(Assignment).where(
-                Assignment.job_id == job.id, Assignment.status == AssignmentStatus.SUBMITTED
-            )
-        ).all()
-    )
-    tally = Counter((v.fingerprint or "", v.result_hash or "") for v in votes)
-    ((winner, count),) = tally.most_common(1)
-    if count == len(votes):
-        _accept(session, ctx, job, votes, winner)
-        report.accepted += 1
-    elif len(votes) < ctx.settings.max_replicas and (
-        extra := scheduler.choose(
-            session, ctx, 1, exclude_contributors={v.contributor for v in votes}
         )
-    ):
-        scheduler.assign(session, ctx, job.id, extra)
-        job.status = JobStatus.PENDING
-        job.replicas_wanted = len(votes) + 1
-        report.extended += 1
-        session.add(job)
-        return
-    elif count * 2 > len(votes):
-        _accept(session, ctx, job, votes, winner)
-        report.accepted += 1
-    else:
-        _fail(session, job, "no_majority")
-        report.failed += 1
-    job.decided_at = int(time.time())
-    report.job_ids.append(job.id)
-    session.add(job)
+    )
+    batch.decided.append((job.id, str(JobStatus.FAILED), None, None, None, reason))
+
+
+def _extend(session: Session, ctx: Context, job_id: str, votes: list[Vote]) -> bool:
+    """Ask one more worker, of a contributor not yet on the job; False if none is free."""
+    extra = scheduler.choose(session, ctx, 1, exclude_contributors={v.contributor for v in votes})
+    if not extra:
+        return False
+    scheduler.assign(session, ctx, job_id, extra)
+    session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id)
+        .values(status=JobStatus.PENDING, replicas_wanted=len(votes) + 1)
+    )
+    return True
+
+
+def _votes(session: Session, job_ids: list[str]) -> dict[str, list[Vote]]:
+    rows = session.execute(
+        select(
+            col(Assignment.id),
+            col(Assignment.job_id),
+            col(Assignment.worker),
+            col(Assignment.contributor),
+            col(Assignment.fingerprint),
+            col(Assignment.result_hash),
+        )
+        .where(col(Assignment.job_id).in_(job_ids))
+        .where(col(Assignment.status) == AssignmentStatus.SUBMITTED)
+        .order_by(col(Assignment.id))
+    ).all()
+    votes: dict[str, list[Vote]] = defaultdict(list)
+    for aid, jid, worker, contributor, fingerprint, result_hash in rows:
+        votes[jid].append(Vote(aid, worker, contributor, (fingerprint or "", result_hash or "")))
+    return votes
+
+
+def _outputs(session: Session, assignment_ids: list[int]) -> dict[int, str | None]:
+    rows = session.execute(
+        select(col(Assignment.id), col(Assignment.outputs_json)).where(
+            col(Assignment.id).in_(assignment_ids)
+        )
+    ).all()
+    return {int(aid): outputs for aid, outputs in rows}
+
+
+_DECIDE = """UPDATE job SET status = v.column2, fingerprint = v.column3, result_hash = v.column4,
+outputs_json = (SELECT a.outputs_json FROM assignment a WHERE a.id = CAST(v.column5 AS INTEGER)),
+failure = v.column6, decided_at = {now}
+FROM (VALUES {values}) AS v WHERE job.id = v.column1 AND job.status = '{submitted}'"""
+
+
+def _apply(session: Session, batch: _Batch) -> None:
+    """Post the batch's money, then decide its jobs a few hundred per statement (an UPDATE
+    from a VALUES list, the same SQL on SQLite and PostgreSQL); a job already decided is
+    left as it is, whatever runs again."""
+    journal.post_batch(session, batch.specs)
+    connection = session.connection()
+    for start in range(0, len(batch.decided), ROWS_PER_STATEMENT):
+        values, flat = values_list(
+            connection.dialect, batch.decided[start : start + ROWS_PER_STATEMENT]
+        )
+        sql = _DECIDE.format(now=int(time.time()), values=values, submitted=JobStatus.SUBMITTED)
+        connection.exec_driver_sql(sql, tuple(flat))
+    if batch.faults:
+        bump = (
+            update(Worker)
+            .where(col(Worker.address) == bindparam("b_worker"))
+            .values(safety_faults=col(Worker.safety_faults) + bindparam("b_count"))
+        )
+        connection.execute(
+            bump, [{"b_worker": w, "b_count": n} for w, n in sorted(batch.faults.items())]
+        )
 
 
 def reconcile_batch(session: Session, ctx: Context, limit: int) -> ReconcileReport:
+    """Decide up to ``limit`` submitted jobs, oldest first, as one unit of work."""
     report = ReconcileReport()
-    jobs = session.exec(
-        select(Job)
-        .where(Job.status == JobStatus.SUBMITTED)
+    jobs = session.execute(
+        select(col(Job.id), col(Job.client), col(Job.model_hash), col(Job.price_wei))
+        .where(col(Job.status) == JobStatus.SUBMITTED)
         .order_by(col(Job.created_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
+    if not jobs:
+        return report
+    votes = _votes(session, [j.id for j in jobs])
+    contested = [
+        v.assignment for j in jobs if len({x.answer for x in votes[j.id]}) > 1 for v in votes[j.id]
+    ]
+    outputs = _outputs(session, contested) if contested else {}
+    batch = _Batch()
+    max_bytes = ctx.settings.max_tensor_bytes
     for job in jobs:
-        decide(session, ctx, job, report)
+        job_votes = votes[job.id]
+        if not job_votes:  # cannot happen (submitted means answered); never decide on nothing
+            logger.error("job %s is submitted without votes; left for the sweeper", job.id)
+            continue
+        manifest = ctx.models.get(job.model_hash.removeprefix("0x"))
+        tolerance = manifest.tolerance_abs if manifest is not None else 0.0
+        result = tally(job_votes, outputs, tolerance, max_bytes)
+        if result.unanimous:
+            _accept(ctx, job, result, job_votes, batch)
+            report.accepted += 1
+        elif len(job_votes) < ctx.settings.max_replicas and _extend(
+            session, ctx, job.id, job_votes
+        ):
+            report.extended += 1
+            continue
+        elif result.majority:
+            _accept(ctx, job, result, job_votes, batch)
+            report.accepted += 1
+        else:
+            _fail(job, "no_majority", batch)
+            report.failed += 1
+        report.job_ids.append(job.id)
+    _apply(session, batch)
     session.flush()
+    session.expire_all()  # rows changed by statements, not through loaded objects
     invariants.check_money(session)
-    if jobs:
-        logger.info("reconciled %d jobs: %s", len(jobs), report)
+    logger.info(
+        "reconciled %d jobs: %d accepted, %d failed, %d extended",
+        len(jobs),
+        report.accepted,
+        report.failed,
+        report.extended,
+    )
     return report

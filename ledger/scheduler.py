@@ -8,9 +8,11 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from sqlmodel import Session, col, func, select
 
+from ledger.chain import projection
 from ledger.context import Context
 from ledger.models import Assignment, AssignmentStatus, Worker
 
@@ -36,6 +38,41 @@ def in_flight(session: Session) -> dict[str, int]:
     return {worker: int(count) for worker, count in rows}
 
 
+@dataclass
+class Pool:
+    """The eligible workers and their work in flight, read once and then kept up to date in
+    memory while one unit of work assigns many replicas (a batch of new jobs)."""
+
+    max_in_flight: int
+    by_contributor: dict[str, list[Worker]]
+    busy: dict[str, int]
+
+    @classmethod
+    def load(cls, session: Session, ctx: Context) -> Pool:
+        by_contributor: dict[str, list[Worker]] = defaultdict(list)
+        for worker in eligible_workers(session, ctx):
+            by_contributor[worker.contributor].append(worker)
+        return cls(ctx.settings.worker_max_in_flight, by_contributor, in_flight(session))
+
+    def choose(self, count: int, exclude_contributors: Collection[str] = ()) -> list[Worker]:
+        """Up to ``count`` workers of distinct contributors not in ``exclude_contributors``,
+        each under its limit of work in flight, at random (``take`` counts them busy)."""
+        free: dict[str, list[Worker]] = {}
+        for owner, workers in self.by_contributor.items():
+            if owner in exclude_contributors:
+                continue
+            open_ = [w for w in workers if self.busy.get(w.address, 0) < self.max_in_flight]
+            if open_:
+                free[owner] = open_
+        owners = list(free)
+        _rng.shuffle(owners)
+        return [_rng.choice(free[owner]) for owner in owners[:count]]
+
+    def take(self, workers: list[Worker]) -> None:
+        for worker in workers:
+            self.busy[worker.address] = self.busy.get(worker.address, 0) + 1
+
+
 def choose(
     session: Session,
     ctx: Context,
@@ -43,17 +80,7 @@ def choose(
     exclude_contributors: Collection[str] = (),
 ) -> list[Worker]:
     """Up to ``count`` workers of distinct contributors not in ``exclude_contributors``."""
-    by_contributor: dict[str, list[Worker]] = defaultdict(list)
-    busy = in_flight(session)
-    for worker in eligible_workers(session, ctx):
-        if worker.contributor in exclude_contributors:
-            continue
-        if busy.get(worker.address, 0) >= ctx.settings.worker_max_in_flight:
-            continue  # a worker holds at most this many unanswered assignments
-        by_contributor[worker.contributor].append(worker)
-    owners = list(by_contributor)
-    _rng.shuffle(owners)
-    return [_rng.choice(by_contributor[owner]) for owner in owners[:count]]
+    return Pool.load(session, ctx).choose(count, exclude_contributors)
 
 
 def assign(session: Session, ctx: Context, job_id: str, workers: list[Worker]) -> None:
@@ -70,11 +97,14 @@ def assign(session: Session, ctx: Context, job_id: str, workers: list[Worker]) -
 
 
 def refresh_eligibility(session: Session, ctx: Context, worker: Worker) -> None:
-    """Re-read a worker's eligibility from the chain at most once per TTL."""
-    if time.time() - worker.checked_at < ctx.settings.worker_eligibility_ttl_s:
-        return
-    worker.eligible = bool(
-        ctx.chain.call(ctx.chain.registry.functions.isEligible(worker.address), "isEligible")
-    )
+    """Set a worker's eligibility from the chain index, never from a chain call:
+    ``StakeRegistry.isEligible`` rebuilt from the registry's events (``ledger.chain.projection``,
+    which also says why unconfirmed events count). The index first catches up within
+    ``ctx.catch_up``'s limits (at most once a second per process); a worker the index does
+    not know yet (sign-in found it on chain a moment ago) has a catch-up of its own."""
+    known = projection.owner_of(session, worker.address, worker.contributor) is not None
+    ctx.catch_up(session, "eligibility" if known else f"worker:{worker.address.lower()}")
+    status = projection.worker_status(session, worker.address, worker.contributor)
+    worker.eligible = status.eligible(ctx.min_stake_wei)
     worker.checked_at = time.time()
     session.add(worker)

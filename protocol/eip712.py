@@ -16,20 +16,47 @@ from functools import lru_cache
 from typing import Any
 
 import coincurve
-from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address as _to_checksum_address
 
 from protocol.errors import SignatureError
+from protocol.keccak import keccak, keccak_text
 
 VAULT_DOMAIN_NAME = "inferledger PaymentVault"
 REGISTRY_DOMAIN_NAME = "inferledger StakeRegistry"
 DOMAIN_VERSION = "1"
-DOMAIN_TYPEHASH = bytes(
-    keccak(
-        text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-    )
+DOMAIN_TYPEHASH = keccak_text(
+    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 )
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+@lru_cache(maxsize=1 << 16)
+def to_checksum_address(address: str | bytes) -> str:
+    """EIP-55 checksummed address, remembered: the same clients and workers come back on
+    every request, and eth_utils spends a keccak and several regexes on each call."""
+    return str(_to_checksum_address(address))
+
+
+def _word(abi_type: str, value: Any) -> bytes:
+    """One static ABI word (``abi.encode`` of address, uint256 or bytes32), without eth_abi's
+    generic machinery, which cost more than the signature recovery on the request path."""
+    if abi_type == "address":
+        raw = bytes.fromhex(to_checksum_address(value)[2:])
+        return b"\x00" * 12 + raw
+    if abi_type == "uint256":
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**256:
+            raise ValueError(f"{value!r} is not a uint256")
+        return value.to_bytes(32, "big")
+    if abi_type == "bytes32":
+        if not isinstance(value, bytes) or len(value) != 32:
+            raise ValueError("a bytes32 value must be 32 bytes")
+        return value
+    raise ValueError(f"unsupported static ABI type {abi_type}")
+
+
+def abi_encode_static(abi_types: list[str], values: list[Any]) -> bytes:
+    return b"".join(_word(t, v) for t, v in zip(abi_types, values, strict=True))
+
 
 VOUCHER_TYPES = {
     "Voucher": [
@@ -112,12 +139,12 @@ class Attestation:
 def domain_separator(domain: Domain) -> bytes:
     return bytes(
         keccak(
-            abi_encode(
+            abi_encode_static(
                 ["bytes32", "bytes32", "bytes32", "uint256", "address"],
                 [
                     DOMAIN_TYPEHASH,
-                    keccak(text=domain.name),
-                    keccak(text=DOMAIN_VERSION),
+                    bytes(keccak_text(domain.name)),
+                    bytes(keccak_text(DOMAIN_VERSION)),
                     domain.chain_id,
                     to_checksum_address(domain.verifying_contract),
                 ],
@@ -130,7 +157,7 @@ def domain_separator(domain: Domain) -> bytes:
 def _type_info(primary: str, fields: tuple[tuple[str, str], ...]) -> tuple[bytes, list[str]]:
     """Typehash and ABI types of a flat struct of static fields (all of ours are)."""
     signature = f"{primary}({','.join(f'{t} {n}' for n, t in fields)})"
-    return bytes(keccak(text=signature)), [t for _, t in fields]
+    return bytes(keccak_text(signature)), [t for _, t in fields]
 
 
 def digest(domain: Domain, types: dict[str, Any], message: dict[str, Any]) -> bytes:
@@ -140,7 +167,7 @@ def digest(domain: Domain, types: dict[str, Any], message: dict[str, Any]) -> by
     fields = tuple((f["name"], f["type"]) for f in spec)
     typehash, abi_types = _type_info(primary, fields)
     struct = keccak(
-        abi_encode(["bytes32", *abi_types], [typehash, *(message[n] for n, _ in fields)])
+        abi_encode_static(["bytes32", *abi_types], [typehash, *(message[n] for n, _ in fields)])
     )
     return bytes(keccak(b"\x19\x01" + domain_separator(domain) + struct))
 
@@ -215,7 +242,7 @@ def job_id(vault: str, client: str, cumulative_amount: int) -> bytes:
     retried request with the same voucher names the same job (the idempotency key)."""
     return bytes(
         keccak(
-            abi_encode(
+            abi_encode_static(
                 ["address", "address", "uint256"],
                 [to_checksum_address(vault), to_checksum_address(client), cumulative_amount],
             )

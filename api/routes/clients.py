@@ -6,15 +6,17 @@ import json
 import time
 
 from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session, col, select
 
 from api.deps import ContextDep, SessionDep
 from api.schemas import ChainPublic, ClientPublic, JobCreate, JobPublic, ModelPublic, Vote
 from ledger import journal
 from ledger.auth import checked_address
+from ledger.context import Context
 from ledger.db import session_scope
 from ledger.errors import NotFound
-from ledger.jobs import JobRequest, create_job
+from ledger.jobs import JobRequest, JobRow, prepare
 from ledger.models import Assignment, AssignmentStatus, Client, Job, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["clients"])
@@ -50,13 +52,18 @@ def chain(ctx: ContextDep) -> ChainPublic:
     )
 
 
-def job_public(session: Session, job: Job) -> JobPublic:
-    votes = session.exec(
-        select(Assignment)
-        .where(Assignment.job_id == job.id, Assignment.status == AssignmentStatus.SUBMITTED)
-        .order_by(col(Assignment.worker))
-    ).all()
+def job_public(session: Session | None, job: Job | JobRow) -> JobPublic:
+    """The job as the API shows it; ``session`` is read only for a decided job's votes."""
     decided = job.status in (JobStatus.ACCEPTED, JobStatus.FAILED)
+    votes = (
+        session.exec(
+            select(Assignment)
+            .where(Assignment.job_id == job.id, Assignment.status == AssignmentStatus.SUBMITTED)
+            .order_by(col(Assignment.worker))
+        ).all()
+        if decided and session is not None
+        else []
+    )
     return JobPublic(
         job_id=job.id,
         status=job.status,
@@ -88,9 +95,9 @@ def job_public(session: Session, job: Job) -> JobPublic:
 
 
 @router.post("/jobs", response_model=JobPublic, status_code=202)
-def submit_job(
-    body: JobCreate, session: SessionDep, ctx: ContextDep, response: Response
-) -> JobPublic:
+async def submit_job(body: JobCreate, ctx: ContextDep, response: Response) -> JobPublic:
+    """Check the request on this thread, then admit it with the others arriving meanwhile
+    (``ledger.ingest``: one unit of work for many requests); answered once committed."""
     req = JobRequest(
         model_hash=body.model,
         inputs=body.inputs,
@@ -99,10 +106,16 @@ def submit_job(
         expiry=body.voucher.expiry,
         signature=body.signature,
     )
-    job, created = create_job(session, ctx, req)
-    if not created:
-        response.status_code = 200
-    return job_public(session, job)
+    job, created = await ctx.ingest.submit_async(prepare(ctx, req))  # CPU, then no thread
+    if created:
+        return job_public(None, job)
+    response.status_code = 200  # a retry of a job already made
+    return await run_in_threadpool(_stored_job_public, ctx, job)
+
+
+def _stored_job_public(ctx: Context, job: Job | JobRow) -> JobPublic:
+    with session_scope(ctx.engine) as session:
+        return job_public(session, job)
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)

@@ -17,12 +17,19 @@ Every event the three ABIs declare is indexed except AccessControl's role events
 
 Two syncs running at once (two Celery workers) are safe: a batch is stored only if the
 cursor is still the one it was read from; otherwise the later one stops, nothing doubled.
+
+``sync()`` writes each batch in a transaction of its own (the Celery task). ``sync(session)``
+writes into the caller's unit of work instead, each batch a savepoint of it: that is how a
+request catches up (``ledger.chain.catchup``) while it already holds SQLite's one write lock
+or PostgreSQL's journal lock. What it stored commits, or rolls back, with the caller.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +72,18 @@ class SyncReport:
     removed: int = 0  # events deleted by the reorg
     removed_confirmed: int = 0  # of which were already confirmed: an error
     conflict: bool = False  # another sync moved the cursor meanwhile; this one stopped
+
+
+@dataclass(frozen=True)
+class RemovedEvent:
+    """What a rewind deleted, kept to tell which events the reorganisation removed."""
+
+    id: str
+    contract: str
+    event: str
+    block_number: int
+    tx_hash: str
+    confirmed: bool
 
 
 def _hex(value: Any) -> str:
@@ -194,41 +213,70 @@ class ChainIndex:
 
     # -- database ----------------------------------------------------------------------
 
-    def cursor(self) -> tuple[int, str | None]:
+    @contextmanager
+    def _reading(self, session: Session | None) -> Iterator[Session]:
+        if session is not None:
+            yield session
+            return
+        with Session(self.engine) as own:
+            yield own
+
+    @contextmanager
+    def _unit(self, session: Session | None) -> Iterator[Session]:
+        """One unit of work: a transaction of its own, or a savepoint of the caller's."""
+        if session is None:
+            with session_scope(self.engine) as own:
+                yield own
+            return
+        with session.begin_nested():
+            yield session
+
+    def cursor(self, session: Session | None = None) -> tuple[int, str | None]:
         """(last block scanned, its hash); before the first sync, the block before the
-        deployment's and no hash."""
-        with Session(self.engine) as session:
-            row = session.get(ChainCursor, CURSOR)
+        deployment's and no hash. Read in ``session`` if given (what it can see)."""
+        with self._reading(session) as s:
+            row = s.get(ChainCursor, CURSOR, populate_existing=True)
             if row is None:
                 return self.deployment.block - 1, None
             return row.last_block_scanned, row.last_block_hash
 
     def _locked_cursor(self, session: Session) -> ChainCursor | None:
         return session.exec(
-            select(ChainCursor).where(ChainCursor.name == CURSOR).with_for_update()
+            select(ChainCursor)
+            .where(ChainCursor.name == CURSOR)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         ).first()
 
-    def _rewind(self, last: int, report: SyncReport) -> tuple[int, str | None, list[ChainEvent]]:
-        """The chain no longer has block ``last`` as scanned: find the newest block it still
-        has among the kept hashes (``IndexedBlock`` and the events' own blocks) within
-        ``reorg_depth_max``, delete the events above it, move the cursor there. Returns the
-        new cursor and the deleted events (the rescan may store some of them again)."""
-        floor = last - self.reorg_depth_max
-        with Session(self.engine) as session:
+    def _kept_hashes(self, session: Session | None, floor: int, last: int) -> dict[int, str]:
+        """The block hashes the index kept in ``floor..last``: ``IndexedBlock`` and the
+        events' own blocks."""
+        with self._reading(session) as s:
             kept = {
                 b.number: b.hash
-                for b in session.exec(
+                for b in s.exec(
                     select(IndexedBlock).where(
                         IndexedBlock.number <= last, IndexedBlock.number >= floor
                     )
                 ).all()
             }
-            for number, block_hash in session.exec(
+            for number, block_hash in s.exec(
                 select(ChainEvent.block_number, ChainEvent.block_hash)
                 .where(ChainEvent.block_number <= last, ChainEvent.block_number >= floor)
                 .distinct()
             ).all():
                 kept.setdefault(number, block_hash)
+        return kept
+
+    def _rewind(
+        self, last: int, report: SyncReport, session: Session | None
+    ) -> tuple[int, str | None, list[RemovedEvent]]:
+        """The chain no longer has block ``last`` as scanned: find the newest block it still
+        has among the kept hashes within ``reorg_depth_max``, delete the events above it,
+        move the cursor there. Returns the new cursor and the deleted events (the rescan
+        may store some of them again)."""
+        floor = last - self.reorg_depth_max
+        kept = self._kept_hashes(session, floor, last)
         to: int | None = None
         to_hash: str | None = None
         for number in sorted(kept, reverse=True):
@@ -242,33 +290,36 @@ class ChainIndex:
                     "reorganisation is deeper than index_reorg_depth_max"
                 )
             to, to_hash = self.deployment.block - 1, None  # nothing indexed below the start
-        with session_scope(self.engine) as session:
-            cursor = self._locked_cursor(session)
+        with self._unit(session) as s:
+            cursor = self._locked_cursor(s)
             if cursor is None or cursor.last_block_scanned != last:
                 report.conflict = True  # another sync handled it
-                at, at_hash = self.cursor()
+                at, at_hash = self.cursor(session)
                 return at, at_hash, []
-            deleted = list(
-                session.exec(select(ChainEvent).where(ChainEvent.block_number > to)).all()
-            )
-            session.exec(delete(ChainEvent).where(col(ChainEvent.block_number) > to))
-            session.exec(delete(IndexedBlock).where(col(IndexedBlock.number) > to))
+            deleted = [
+                RemovedEvent(e.id, e.contract, e.event, e.block_number, e.tx_hash, e.confirmed)
+                for e in s.exec(select(ChainEvent).where(ChainEvent.block_number > to)).all()
+            ]
+            s.exec(delete(ChainEvent).where(col(ChainEvent.block_number) > to))
+            s.exec(delete(IndexedBlock).where(col(IndexedBlock.number) > to))
             if to_hash is None:
-                session.delete(cursor)
+                s.delete(cursor)
             else:
                 cursor.last_block_scanned, cursor.last_block_hash = to, to_hash
-                session.add(cursor)
+                s.add(cursor)
         report.reorg = True
         report.rewound_to = to
         logger.warning("chain reorganised below block %s: rewound to %s", last, to)
         return to, to_hash, deleted
 
-    def _account_removed(self, deleted: list[ChainEvent], report: SyncReport) -> None:
+    def _account_removed(
+        self, deleted: list[RemovedEvent], report: SyncReport, session: Session | None
+    ) -> None:
         """Of the events a rewind deleted, those the rescan did not store again are the ones
         the reorganisation removed; a removed confirmed event is an error."""
-        with Session(self.engine) as session:
+        with self._reading(session) as s:
             ids = [e.id for e in deleted]
-            back = set(session.exec(select(ChainEvent.id).where(col(ChainEvent.id).in_(ids))))
+            back = set(s.exec(select(ChainEvent.id).where(col(ChainEvent.id).in_(ids))))
         gone = [e for e in deleted if e.id not in back]
         report.removed = len(gone)
         report.removed_confirmed = sum(1 for e in gone if e.confirmed)
@@ -285,41 +336,46 @@ class ChainIndex:
                 )
 
     def _store_batch(
-        self, expected: int, first: int, last: int, last_hash: str, events: list[ChainEvent]
+        self,
+        expected: int,
+        last: int,
+        last_hash: str,
+        events: list[ChainEvent],
+        session: Session | None,
     ) -> int | None:
         """Store one batch if the cursor is still at ``expected``; the number stored, or
         None where another sync moved the cursor."""
-        with session_scope(self.engine) as session:
-            cursor = self._locked_cursor(session)
+        with self._unit(session) as s:
+            cursor = self._locked_cursor(s)
             at = cursor.last_block_scanned if cursor else self.deployment.block - 1
             if at != expected:
                 return None
             ids = [e.id for e in events]
             have = (
-                set(session.exec(select(ChainEvent.id).where(col(ChainEvent.id).in_(ids))).all())
+                set(s.exec(select(ChainEvent.id).where(col(ChainEvent.id).in_(ids))).all())
                 if ids
                 else set()
             )
             fresh = [e for e in events if e.id not in have]
-            session.add_all(fresh)
+            s.add_all(fresh)
             blocks = {e.block_number: e.block_hash for e in events} | {last: last_hash}
             for number, block_hash in blocks.items():
-                session.merge(IndexedBlock(number=number, hash=block_hash))
+                s.merge(IndexedBlock(number=number, hash=block_hash))
             if cursor is None:
                 cursor = ChainCursor(
                     name=CURSOR, last_block_scanned=last, last_block_hash=last_hash
                 )
             else:
                 cursor.last_block_scanned, cursor.last_block_hash = last, last_hash
-            session.add(cursor)
-            session.exec(
+            s.add(cursor)
+            s.exec(
                 delete(IndexedBlock).where(col(IndexedBlock.number) < last - self.reorg_depth_max)
             )
             return len(fresh)
 
-    def _confirm(self, head: int) -> int:
-        with session_scope(self.engine) as session:
-            result = session.exec(
+    def _confirm(self, head: int, session: Session | None) -> int:
+        with self._unit(session) as s:
+            result = s.exec(
                 update(ChainEvent)
                 .where(
                     col(ChainEvent.confirmed).is_(False),
@@ -331,13 +387,14 @@ class ChainIndex:
 
     # -- the loop ----------------------------------------------------------------------
 
-    def sync(self) -> SyncReport:
-        """Read the chain up to its head; see the module's documentation."""
-        last, last_hash = self.cursor()
+    def sync(self, session: Session | None = None) -> SyncReport:
+        """Read the chain up to its head; see the module's documentation. With ``session``,
+        every write goes into that unit of work (a savepoint per batch) and commits with it."""
+        last, last_hash = self.cursor(session)
         report = SyncReport(from_block=last + 1, to_block=last, head=last)
-        deleted: list[ChainEvent] = []
+        deleted: list[RemovedEvent] = []
         if last_hash is not None and self._block_hash(last) != last_hash:
-            last, last_hash, deleted = self._rewind(last, report)
+            last, last_hash, deleted = self._rewind(last, report, session)
         report.from_block = last + 1
         head = int(self.w3.eth.block_number)
         report.head = head
@@ -348,7 +405,7 @@ class ChainIndex:
             if end_hash is None or self._block_hash(end) != end_hash:
                 logger.info("the chain moved under batch %s..%s; next sync retries", first, end)
                 break
-            stored = self._store_batch(last, first, end, end_hash, events)
+            stored = self._store_batch(last, end, end_hash, events, session)
             if stored is None:
                 report.conflict = True
                 break
@@ -356,9 +413,9 @@ class ChainIndex:
             report.batches += 1
             last = report.to_block = end
         report.to_block = last
-        report.confirmed = self._confirm(last)
+        report.confirmed = self._confirm(last, session)
         if report.reorg:
-            self._account_removed(deleted, report)
+            self._account_removed(deleted, report, session)
         return report
 
 
@@ -368,18 +425,20 @@ class ChainIndex:
 def events(
     session: Session,
     contract: str | None = None,
-    event: str | None = None,
+    event: str | Collection[str] | None = None,
     subject: str | None = None,
     confirmed_only: bool = False,
 ) -> list[ChainEvent]:
     """Indexed events in chain order, filtered by contract ("PaymentVault"...), event name
-    ("Deposited"...), subject (the first indexed argument: an address in any case, or an
-    epoch number) and confirmation."""
+    ("Deposited"..., or several), subject (the first indexed argument: an address in any
+    case, or an epoch number) and confirmation."""
     query = select(ChainEvent)
     if contract is not None:
         query = query.where(ChainEvent.contract == contract)
-    if event is not None:
+    if isinstance(event, str):
         query = query.where(ChainEvent.event == event)
+    elif event is not None:
+        query = query.where(col(ChainEvent.event).in_(list(event)))
     if subject is not None:
         query = query.where(ChainEvent.subject == subject.lower())
     if confirmed_only:

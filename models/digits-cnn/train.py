@@ -42,7 +42,10 @@ SEED = 0
 OPSET = 17
 BATCH_SIZE = 32
 LEARNING_RATE = 1e-3
-TOLERANCE_ABS = 1e-4
+# Cross-class tolerance: honest CPUs (ISA tier, optimisation level) differ by at most ~1e-5
+# on these logits; a model with weights perturbed by 1e-5 differs by at least 3.7e-5.
+TOLERANCE_ABS = 2e-5
+EXPORT_MAX_DIFF = 1e-4  # onnxruntime against torch after export
 MAX_BATCH_ROWS = 64
 HERE = Path(__file__).resolve().parent
 
@@ -206,8 +209,8 @@ def main() -> None:
     sess = make_session(out)
     ort_test = run_batched(sess, x_test, MAX_BATCH_ROWS)
     max_diff = float(np.abs(ort_test - torch_test).max())
-    if max_diff >= TOLERANCE_ABS:
-        msg = f"onnxruntime vs torch max abs diff {max_diff:.3g} >= {TOLERANCE_ABS}"
+    if max_diff >= EXPORT_MAX_DIFF:
+        msg = f"onnxruntime vs torch max abs diff {max_diff:.3g} >= {EXPORT_MAX_DIFF}"
         raise SystemExit(msg)
     accuracy = float((ort_test.argmax(1) == y_test).mean())
 

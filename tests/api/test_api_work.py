@@ -260,3 +260,22 @@ def test_the_fingerprint_info_is_what_was_signed(ready: ApiEnv) -> None:
             assert a.fingerprint_json is not None
             info = json.loads(a.fingerprint_json)
             assert a.fingerprint == "0x" + Fingerprint.from_dict(info).digest().hex()
+
+
+def test_contributor_devices_show_eligibility_presence_and_work_in_flight(ready: ApiEnv) -> None:
+    env = ready
+    job = env.submit_job(samples(1))
+    assigned = {c.worker for c in env.assigned(job["job_id"])}
+    for c in env.contributors:
+        r = env.http.get(f"/v1/contributors/{c.address.lower()}/devices")
+        assert r.status_code == 200
+        (device,) = r.json()
+        assert device["address"] == c.worker
+        assert device["eligible"] is True and device["online"] is True
+        assert device["last_seen_s_ago"] is not None and device["last_seen_s_ago"] >= 0
+        assert device["in_flight"] >= (1 if c.worker in assigned else 0)
+        assert device["safety_faults"] == 0
+    stranger = Account.create().address
+    assert env.http.get(f"/v1/contributors/{stranger}/devices").json() == []
+    r = env.http.get("/v1/contributors/not-an-address/devices")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_address"

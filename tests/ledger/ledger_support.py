@@ -95,16 +95,19 @@ def insert_job(
     votes: list[tuple[str, str, str, str]],
     status: str = JobStatus.SUBMITTED,
     hold: bool = True,
+    model_hash: str | None = None,
+    outputs: dict[str, str] | None = None,
 ) -> Job:
     """A job with one submitted assignment per vote (contributor, worker, fingerprint,
-    result hash), its price deposited and held unless ``hold`` is False."""
+    result hash), its price deposited and held unless ``hold`` is False; ``outputs`` gives a
+    worker's revealed outputs (wire JSON) where they matter."""
     jid = "0x" + os.urandom(32).hex()
     if hold:
         fund_and_hold(session, client, jid, price)
     job = Job(
         id=jid,
         client=client,
-        model_hash=h32("model"),
+        model_hash=model_hash or h32("model"),
         input_hash=h32("input"),
         rows=1,
         price_wei=price,
@@ -128,7 +131,7 @@ def insert_job(
                 fingerprint_json=json.dumps({"tag": fingerprint}),
                 result_hash=result_hash,
                 signature="0x" + "11" * 65,
-                outputs_json=json.dumps({"by": worker}),
+                outputs_json=(outputs or {}).get(worker, json.dumps({"by": worker})),
                 submitted_at=int(time.time()),
             )
         )

@@ -78,8 +78,9 @@ def _job(ctx: Context, chain: Any, n: int, *, agree: bool = True) -> str:
             a.signature = "0x" + "22" * 65
             a.outputs_json = "{}"
             session.add(a)
-        job.status = JobStatus.SUBMITTED
-        session.add(job)
+        stored = session.get(Job, job.id)  # every replica answered: ready to reconcile
+        assert stored is not None
+        stored.status = JobStatus.SUBMITTED
     with session_scope(ctx.engine) as session:
         report = reconcile_batch(session, ctx, 100)
     assert (report.accepted, report.failed) == ((1, 0) if agree else (0, 1))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from ledger_support import address, h32, insert_job
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from ledger import epochs, invariants, journal
 from ledger.config import Settings
@@ -267,3 +267,33 @@ def test_invariants_epoch_conserves_and_client_within_voucher(
         with pytest.raises(InvariantViolation, match=name):
             epochs.build_document(session, epoch_ctx, epoch_row)
         assert _failing(session) == set()  # the journal is sound; only the epoch is wrong
+
+
+@pytest.mark.parametrize(
+    "prices",
+    [
+        [1, 2, 10**15 + 7],  # summed by the database
+        [10**18 - 1] * 11,  # 18 digits each, the sum overflows 64 bits: SQLite says so
+        [10**30, 5],  # more than 18 digits: summed here
+    ],
+    ids=["small", "overflow", "wide"],
+)
+def test_invariants_sum_amounts_exactly_however_they_are_added_up(
+    db_url: str, prices: list[int]
+) -> None:
+    engine = engine_for(db_url)
+    with session_scope(engine) as session:
+        for price in prices:
+            insert_job(session, client=CLIENT, price=price, votes=_votes())
+    with Session(engine) as session:
+        invariants.check_money(session)
+        open_ = col(Job.status).in_([JobStatus.PENDING, JobStatus.SUBMITTED])
+        assert invariants._sum_wei(session, Job.price_wei, open_) == sum(prices)
+        assert invariants._sum_wei(session, Account.balance_wei) == 0
+        job = session.exec(select(Job)).first()
+        assert job is not None
+        job.price_wei += 1  # one wei more than escrow holds
+        session.flush()
+        with pytest.raises(InvariantViolation, match="escrow_matches_open_jobs") as caught:
+            invariants.check_money(session)
+        assert caught.value.data["held"] == sum(prices) + 1

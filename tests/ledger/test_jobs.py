@@ -19,6 +19,7 @@ from ledger_support import add_worker, address, snapshot, transfer_ids
 from sqlmodel import Session, func, select
 
 from ledger import invariants, journal
+from ledger.chain.catchup import CatchUp
 from ledger.config import REPO_ROOT, Settings
 from ledger.context import Context
 from ledger.db import session_scope
@@ -30,7 +31,7 @@ from ledger.errors import (
     PaymentRequired,
     VoucherInvalid,
 )
-from ledger.jobs import JobRequest, create_job
+from ledger.jobs import JobRequest, JobRow, admit, create_job, prepare
 from ledger.models import Assignment, AssignmentStatus, Client, Job, JobStatus, Worker
 from protocol import tensors
 from protocol.eip712 import Voucher, job_id, sign_voucher
@@ -141,7 +142,7 @@ def _request(
     )
 
 
-def _create(ctx: Context, req: JobRequest) -> tuple[Job, bool]:
+def _create(ctx: Context, req: JobRequest) -> tuple[Job | JobRow, bool]:
     with session_scope(ctx.engine) as session:
         return create_job(session, ctx, req)
 
@@ -439,7 +440,7 @@ def test_jobs_invalid_request_is_refused_with_its_code(
 
 def _race(
     ctx: Context, pg_server: str, pg_url: str, early_req: JobRequest, late_req: JobRequest
-) -> tuple[Job, dict[str, Any]]:
+) -> tuple[Job | JobRow, dict[str, Any]]:
     """Run ``early_req`` in a unit of work left open while ``late_req`` starts in a thread;
     commit the first once the second waits on a PostgreSQL lock (or has finished)."""
     outcome: dict[str, Any] = {}
@@ -520,3 +521,106 @@ def test_jobs_concurrent_requests_of_one_client_are_serialized(
     snap = snapshot(ctx.engine)
     assert snap.balance(journal.ESCROW) == 3 * PRICE
     assert snap.transfers == 4  # one deposit, three holds
+
+
+# -- many requests per unit of work (ledger.jobs.admit, ledger.ingest) ---------------------
+
+
+def test_jobs_a_batch_is_admitted_as_if_one_request_at_a_time(
+    ctx: Context, fund: Callable[..., str], workers: dict[str, str]
+) -> None:
+    a, b = fund(10 * PRICE), fund(2 * PRICE)
+    addr_a, addr_b = Account.from_key(a).address, Account.from_key(b).address
+    stream = [
+        (_request(ctx, a, PRICE, inputs=_inputs(1)), "created"),
+        (_request(ctx, a, PRICE, inputs=_inputs(1)), "retry"),  # the same request again
+        (_request(ctx, a, PRICE, inputs=_inputs(2)), "voucher_reused"),  # its voucher, new input
+        (_request(ctx, b, PRICE), "created"),
+        (_request(ctx, a, 3 * PRICE, inputs=_inputs(3)), "created"),
+        (_request(ctx, a, 2 * PRICE, inputs=_inputs(4)), "voucher_not_increasing"),
+        (_request(ctx, b, 2 * PRICE), "created"),
+        (_request(ctx, b, 3 * PRICE), "insufficient_deposit"),  # b deposited 2 prices
+        (_request(ctx, a, 3 * PRICE + 1, inputs=_inputs(5)), "created"),  # owes 3 prices
+        (_request(ctx, a, 3 * PRICE + 2, inputs=_inputs(6)), "voucher_too_low"),  # owes 4
+    ]
+    with session_scope(ctx.engine) as session:
+        outcomes = admit(session, ctx, [prepare(ctx, req) for req, _ in stream])
+    got = [
+        o.code if isinstance(o, LedgerError) else ("created" if o[1] else "retry") for o in outcomes
+    ]
+    assert got == [want for _, want in stream]
+    first, retry = outcomes[0], outcomes[1]
+    assert isinstance(first, tuple) and isinstance(retry, tuple) and first[0].id == retry[0].id
+    snap = snapshot(ctx.engine)
+    assert snap.balance(journal.client_account(addr_a)) == 10 * PRICE - 3 * PRICE
+    assert snap.balance(journal.client_account(addr_b)) == 0
+    assert snap.balance(journal.ESCROW) == 5 * PRICE
+    with Session(ctx.engine) as session:
+        jobs = session.exec(select(Job)).all()
+        assert len(jobs) == 5 and {j.status for j in jobs} == {JobStatus.PENDING}
+        for job in jobs:
+            owners = session.exec(
+                select(Assignment.contributor).where(Assignment.job_id == job.id)
+            ).all()
+            assert sorted(owners) == sorted(workers.values())  # distinct contributors
+        a_row, b_row = session.get(Client, addr_a), session.get(Client, addr_b)
+        assert a_row is not None and a_row.max_voucher_wei == 3 * PRICE + 1
+        assert b_row is not None and b_row.max_voucher_wei == 2 * PRICE
+        invariants.check_full(session)
+
+
+def test_ingest_commits_concurrent_requests_together_and_loses_none(
+    ctx: Context, fund: Callable[..., str], workers: dict[str, str]
+) -> None:
+    clients, per_client = 6, 10  # 60 jobs: within each worker's 64 in flight
+    keys = [fund(per_client * PRICE) for _ in range(clients)]
+    with session_scope(ctx.engine) as session:  # seen just now, however long funding took
+        for worker in workers:
+            row = session.get(Worker, worker)
+            assert row is not None
+            row.last_seen = time.time()
+    results: list[tuple[Job | JobRow, bool]] = []
+    errors: list[BaseException] = []
+
+    def client(key: str) -> None:  # one client's requests in order, as a client library does
+        try:
+            for n in range(1, per_client + 1):
+                results.append(ctx.ingest.submit(prepare(ctx, _request(ctx, key, n * PRICE))))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in keys]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert len(results) == clients * per_client and all(created for _, created in results)
+    assert ctx.ingest.admitted == clients * per_client
+    assert ctx.ingest.batches < clients * per_client  # several requests shared a commit
+    with Session(ctx.engine) as session:
+        assert len(session.exec(select(Job)).all()) == clients * per_client
+        invariants.check_full(session)
+    snap = snapshot(ctx.engine)
+    assert snap.balance(journal.ESCROW) == clients * per_client * PRICE
+    for key in keys:
+        assert snap.balance(journal.client_account(Account.from_key(key).address)) == 0
+
+
+def test_jobs_in_prod_mode_a_deposit_pays_only_once_confirmed(
+    ctx: Context, chain: Any, fund: Callable[..., str], workers: dict[str, str]
+) -> None:
+    prod = Context(ctx.settings.model_copy(update={"mode": "prod", "settler_key": None}))
+    assert prod.settings.index_confirmations == 2
+    prod.catch_up = CatchUp(prod.index, min_interval_s=0)  # catch up on every request
+    key = fund(PRICE)  # mined just now: no block on top of it yet
+    _refused(prod, _request(prod, key, PRICE), PaymentRequired, "insufficient_deposit")
+    for _ in range(prod.settings.index_confirmations):
+        chain.w3.provider.make_request("evm_mine", [])
+    with session_scope(prod.engine) as session:  # fresh again after the blocks were mined
+        for worker in workers:
+            row = session.get(Worker, worker)
+            assert row is not None
+            row.last_seen = time.time()
+    job, created = _create(prod, _request(prod, key, PRICE))
+    assert created and job.price_wei == PRICE

@@ -4,8 +4,10 @@ client is refunded; a second run changes nothing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from ledger_support import add_worker, address, h32, insert_job, snapshot
 from sqlmodel import Session, select
@@ -14,8 +16,9 @@ from ledger import invariants, journal
 from ledger.config import Settings
 from ledger.context import Context
 from ledger.db import session_scope
-from ledger.models import Assignment, AssignmentStatus, Job, JobStatus
-from ledger.reconcile import reconcile_batch
+from ledger.models import Assignment, AssignmentStatus, Job, JobStatus, Worker
+from ledger.reconcile import reconcile_batch, within_tolerance
+from protocol import tensors
 from protocol.pricing import split
 
 CLIENT = "0x00000000000000000000000000000000000000Cc"
@@ -121,7 +124,9 @@ def test_reconcile_disagreement_adds_a_replica_and_moves_no_money(ctx: Context) 
     assert _reconcile(ctx) == (0, 0, 0)  # pending: not picked up again until the third answers
 
 
-def _submit_third(ctx: Context, jid: str, fingerprint: str, result: str) -> None:
+def _submit_third(
+    ctx: Context, jid: str, fingerprint: str, result: str, outputs: str | None = None
+) -> None:
     with session_scope(ctx.engine) as session:
         third = session.exec(
             select(Assignment).where(
@@ -133,6 +138,7 @@ def _submit_third(ctx: Context, jid: str, fingerprint: str, result: str) -> None
             fingerprint,
             result,
         )
+        third.outputs_json = outputs
         job = session.get(Job, jid)
         assert job is not None
         job.status = JobStatus.SUBMITTED
@@ -237,3 +243,124 @@ def test_reconcile_batch_decides_many_jobs_and_is_idempotent(ctx: Context) -> No
     _check_all(ctx)
     for _ in range(2):
         _assert_rerun_changes_nothing(ctx)
+
+
+# -- across fingerprint classes: revealed outputs within the model's tolerance --------------
+
+BASE_LOGITS = np.linspace(-3.0, 3.0, 10, dtype=np.float32).reshape(1, 10)
+
+
+def _cnn(ctx: Context) -> tuple[str, float]:
+    (manifest,) = (m for m in ctx.models.values() if m.name == "digits-cnn")
+    return "0x" + manifest.sha256, manifest.tolerance_abs
+
+
+def _logits(delta: float = 0.0, array: np.ndarray | None = None) -> str:
+    logits = (BASE_LOGITS if array is None else array) + np.float32(delta)
+    return json.dumps({"logits": tensors.encode(logits.astype(np.float32))})
+
+
+def test_reconcile_other_classes_within_tolerance_agree_and_are_all_paid(ctx: Context) -> None:
+    model, tolerance = _cnn(ctx)
+    near = tolerance / 4  # what honest CPUs of other ISA tiers differ by
+    with session_scope(ctx.engine) as session:
+        jid = insert_job(
+            session,
+            client=CLIENT,
+            price=PRICE,
+            votes=[(C1, W1, FP, R1), (C2, W2, FP2, R2)],
+            model_hash=model,
+            outputs={W1: _logits(), W2: _logits(near)},
+        ).id
+    assert _reconcile(ctx) == (1, 0, 0)
+    job = _get(ctx, jid)
+    assert job.status == JobStatus.ACCEPTED
+    shares, fee = split(PRICE, 1000, sorted([C1, C2]))
+    snap = snapshot(ctx.engine)
+    assert snap.balance(journal.contributor_account(C1)) == shares[C1]
+    assert snap.balance(journal.contributor_account(C2)) == shares[C2]
+    assert snap.balance(journal.TREASURY) == fee
+    _assert_rerun_changes_nothing(ctx)
+    _check_all(ctx)
+
+
+def test_reconcile_other_class_beyond_tolerance_with_the_same_argmax_is_outvoted(
+    ctx: Context,
+) -> None:
+    model, tolerance = _cnn(ctx)
+    far = tolerance * 3  # what a perturbed model differs by; the argmax does not change
+    assert int(np.argmax(BASE_LOGITS + far)) == int(np.argmax(BASE_LOGITS))
+    with session_scope(ctx.engine) as session:
+        jid = insert_job(
+            session,
+            client=CLIENT,
+            price=PRICE,
+            votes=[(C1, W1, FP, R1), (C2, W2, FP2, R2)],
+            model_hash=model,
+            outputs={W1: _logits(), W2: _logits(far)},
+        ).id
+        add_worker(session, W1, C1)
+        add_worker(session, W2, C2)
+        add_worker(session, W3, C3)
+    assert _reconcile(ctx) == (0, 0, 1)  # disagreement: a third replica is asked
+    _submit_third(ctx, jid, FP2, R3, _logits(tolerance / 10))  # C2's class, near C1's answer
+    assert _reconcile(ctx) == (1, 0, 0)
+    job = _get(ctx, jid)
+    assert (job.status, job.fingerprint, job.result_hash) == (JobStatus.ACCEPTED, FP, R1)
+    shares, _ = split(PRICE, 1000, sorted([C1, C3]))
+    snap = snapshot(ctx.engine)
+    assert snap.balance(journal.contributor_account(C1)) == shares[C1]
+    assert snap.balance(journal.contributor_account(C3)) == shares[C3]
+    assert snap.balance(journal.contributor_account(C2)) == 0
+    with Session(ctx.engine) as session:
+        faults = {w.address: w.safety_faults for w in session.exec(select(Worker)).all()}
+    assert faults == {W1: 0, W2: 1, W3: 0}
+    _check_all(ctx)
+
+
+def test_reconcile_same_class_never_falls_back_to_tolerance(ctx: Context) -> None:
+    model, tolerance = _cnn(ctx)
+    with session_scope(ctx.engine) as session:  # one class must match bit for bit
+        jid = insert_job(
+            session,
+            client=CLIENT,
+            price=PRICE,
+            votes=[(C1, W1, FP, R1), (C2, W2, FP, R2)],
+            model_hash=model,
+            outputs={W1: _logits(), W2: _logits(tolerance / 100)},
+        ).id
+    assert _reconcile(ctx) == (0, 1, 0)  # no spare worker, no majority: refunded
+    assert _get(ctx, jid).status == JobStatus.FAILED
+    assert snapshot(ctx.engine).balance(journal.client_account(CLIENT)) == PRICE
+
+
+def _wire(array: np.ndarray, name: str = "logits") -> str:
+    return json.dumps({name: tensors.encode(array)})
+
+
+@pytest.mark.parametrize(
+    ("other", "agree"),
+    [
+        (_wire(BASE_LOGITS + np.float32(1e-6)), True),
+        (_wire(BASE_LOGITS + np.float32(1e-3)), False),
+        (_wire(BASE_LOGITS.reshape(2, 5)), False),  # another shape
+        (_wire(BASE_LOGITS.astype(np.float64)), False),  # another dtype
+        (_wire(BASE_LOGITS, name="scores"), False),  # another output
+        (_wire(np.where(BASE_LOGITS > 2, np.nan, BASE_LOGITS).astype(np.float32)), False),
+        (_wire(np.where(BASE_LOGITS > 2, np.inf, BASE_LOGITS).astype(np.float32)), False),
+        ('{"logits": {"dtype": "float32", "shape": [1, 10], "data": "!!"}}', False),
+        ("not json", False),
+        (None, False),
+    ],
+)
+def test_within_tolerance_compares_every_element_and_refuses_the_malformed(
+    other: str | None, agree: bool
+) -> None:
+    assert within_tolerance(_wire(BASE_LOGITS), other, 2e-5, 1 << 16) is agree
+    assert within_tolerance(other, _wire(BASE_LOGITS), 2e-5, 1 << 16) is agree
+
+
+def test_within_tolerance_integers_must_be_equal() -> None:
+    ids = np.arange(6, dtype=np.int64).reshape(1, 6)
+    assert within_tolerance(_wire(ids, "ids"), _wire(ids.copy(), "ids"), 0.5, 1 << 16)
+    assert not within_tolerance(_wire(ids, "ids"), _wire(ids + 1, "ids"), 5.0, 1 << 16)

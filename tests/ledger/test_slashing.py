@@ -110,8 +110,9 @@ def _answered_job(
                 "{}",
             )
             session.add(a)
-        job.status = JobStatus.SUBMITTED
-        session.add(job)
+        stored = session.get(Job, job.id)  # every replica answered: ready to reconcile
+        assert stored is not None
+        stored.status = JobStatus.SUBMITTED
         return job.id
 
 

@@ -1,0 +1,42 @@
+"""Contributor routes: the devices registered under a wallet and their state as the
+scheduler sees it (public: everything here is derived from public chain records and the
+devices' own activity)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from sqlmodel import col, select
+
+from api.deps import ContextDep, SessionDep
+from api.schemas import DevicePublic
+from ledger.auth import checked_address
+from ledger.models import Worker
+from ledger.scheduler import in_flight
+
+router = APIRouter(prefix="/v1/contributors", tags=["contributors"])
+
+
+@router.get("/{address}/devices", response_model=list[DevicePublic])
+def devices(address: str, session: SessionDep, ctx: ContextDep) -> list[DevicePublic]:
+    """Every device key that has signed in under ``address``: eligible (registered, staked,
+    not jailed on chain), seen within ``worker_seen_s``, its work in flight and its faults."""
+    owner = checked_address(address)
+    rows = session.exec(
+        select(Worker).where(Worker.contributor == owner).order_by(col(Worker.address))
+    ).all()
+    busy = in_flight(session)
+    now = time.time()
+    return [
+        DevicePublic(
+            address=w.address,
+            eligible=w.eligible,
+            online=now - w.last_seen <= ctx.settings.worker_seen_s,
+            last_seen_s_ago=round(max(0.0, now - w.last_seen), 1) if w.last_seen else None,
+            in_flight=busy.get(w.address, 0),
+            safety_faults=w.safety_faults,
+            liveness_faults=w.liveness_faults,
+        )
+        for w in rows
+    ]
