@@ -149,18 +149,26 @@ def measure(ctx: Context, env: dict[str, str], count: int, naive: bool, log_dir:
     """Jobs decided per second by one Celery worker process."""
     from ledger.celery_app import app
 
-    seed(ctx, count)
-    with Processes(log_dir) as procs:
-        run_worker(ctx, procs, env, "naive" if naive else "batched")
-        start = time.perf_counter()
-        if naive:
-            for _ in range(count):
-                app.send_task(NAIVE_TASK, queue=ctx.settings.celery_queue)
-        else:
-            app.send_task("ledger.tasks.reconcile", queue=ctx.settings.celery_queue)
+    def send(tasks: int) -> None:
+        for _ in range(tasks):
+            app.send_task(
+                NAIVE_TASK if naive else "ledger.tasks.reconcile", queue=ctx.settings.celery_queue
+            )
+
+    def wait(procs: Processes) -> None:
         while undecided(ctx):
             procs.check_alive()
             time.sleep(0.02)
+
+    with Processes(log_dir) as procs:
+        run_worker(ctx, procs, env, "naive" if naive else "batched")
+        seed(ctx, 1)  # warm up: the worker builds its context (engine, models) on one job
+        send(1)
+        wait(procs)
+        seed(ctx, count)
+        start = time.perf_counter()
+        send(count if naive else 1)
+        wait(procs)
         elapsed = time.perf_counter() - start
     with Session(ctx.engine) as session:
         invariants.check_full(session)

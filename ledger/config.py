@@ -55,7 +55,7 @@ class Settings(BaseSettings):
 
     replicas: int = Field(2, ge=1, le=8)
     max_replicas: int = Field(3, ge=1, le=15)
-    fee_bps: int = Field(1000, ge=0, le=10_000)
+    fee_bps: int = Field(1000, ge=0, le=9_999)  # contributors must be able to earn a leaf
     epoch_interval_s: float = Field(30.0, gt=0)
     reconcile_interval_s: float = Field(2.0, gt=0)
     reconcile_batch_size: int = Field(2_000, ge=1, le=10_000)

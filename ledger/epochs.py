@@ -29,6 +29,7 @@ from ledger import invariants
 from ledger.context import Context
 from ledger.db import session_scope
 from ledger.errors import EpochVetoed, InvariantViolation
+from ledger.journal import TransferKind
 from ledger.models import Assignment, AssignmentStatus, Epoch, EpochStatus, Job, JobStatus, Transfer
 from protocol import epochfile, merkle
 from protocol.contracts import EpochRecord
@@ -58,6 +59,8 @@ def open_epoch(session: Session) -> Epoch | None:
     ).all()
     if not any(j.status == JobStatus.ACCEPTED for j in ready):
         return None
+    if session.exec(select(Transfer.id).where(Transfer.kind == TransferKind.PAY)).first() is None:
+        return None  # no contributor has earned a wei yet: an earnings tree needs a leaf
     last = session.exec(select(func.max(Epoch.number))).one() or 0
     epoch = Epoch(number=last + 1, jobs=len(ready))
     session.add(epoch)

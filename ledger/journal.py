@@ -247,8 +247,13 @@ def post_batch(session: Session, specs: list[TransferSpec]) -> list[PostResult]:
     the known ids read at once, the new transfers inserted at once. The first refusal
     (``InsufficientFunds``, ``TransferConflict``, ``ValueError``) raises before anything
     has changed, so the caller may go on or roll back."""
-    for spec in specs:
-        _check_shape(spec)
+    malformed: TransferSpec | None = None
+    for n, spec in enumerate(specs):  # refused in order: an earlier overdraft comes first
+        try:
+            _check_shape(spec)
+        except ValueError:
+            specs, malformed = specs[:n], spec
+            break
     accounts = lock_accounts(session, (i for s in specs for i in (s.debit, s.credit)))
     known: dict[str, Transfer | TransferSpec] = {}
     for chunk in _chunks(sorted({s.id for s in specs})):  # looked up under the locks
@@ -272,6 +277,8 @@ def post_batch(session: Session, specs: list[TransferSpec]) -> list[PostResult]:
         known[spec.id] = spec
         created.append(spec)
         results.append(PostResult.CREATED)
+    if malformed is not None:
+        _check_shape(malformed)  # raises: nothing above has been written
     if created:
         now = now_s()
         rows = [
