@@ -271,7 +271,7 @@ def test_journal_any_uint256_amount_round_trips(db_url: str, amount: int) -> Non
 # at least the 10,000 operations the issue asks for, each step a unit of work checked against
 # the model. Hypothesis ends an example early once its choices fill most of its buffer, so
 # 150 steps asked give about 130. A step costs about 9 ms on SQLite, 18 on PostgreSQL.
-RUNS = {"sqlite": (55, 150), "postgresql": (26, 150)}
+RUNS = {"sqlite": (60, 150), "postgresql": (28, 150)}  # a margin: runs end early by chance
 SHARE = {"sqlite": 7_000, "postgresql": 3_000}
 
 
