@@ -271,15 +271,16 @@ def test_journal_any_uint256_amount_round_trips(db_url: str, amount: int) -> Non
 # at least the 10,000 operations the issue asks for, each step a unit of work checked against
 # the model. Hypothesis ends an example early once its choices fill most of its buffer, so
 # 150 steps asked give about 130. A step costs about 9 ms on SQLite, 18 on PostgreSQL.
-RUNS = {"sqlite": (60, 150), "postgresql": (28, 150)}  # a margin: runs end early by chance
+RUNS = {"sqlite": (58, 150), "postgresql": (27, 150)}
 SHARE = {"sqlite": 7_000, "postgresql": 3_000}
 
 
 def test_journal_random_operations_match_reference_model(db_url: str, tmp_path: Path) -> None:
     """``JournalMachine`` (journal_machine.py): deposits, charges, credits, refunds, epoch
     payouts, replays, conflicts, overdrafts, batches and rollbacks, each step checked against
-    the reference model. Derandomized: the same steps on every run, so CI cannot flake and
-    the counts below are exact; the sequence changes with the machine's code. A failure
+    the reference model. The first round is derandomized (the same steps on every run);
+    where its examples end early and it falls short of this database's share, top-up rounds
+    of new examples make up the count (their seed is printed on failure). A failure
     prints its whole example without shrinking it (minutes against a database): add
     ``Phase.shrink`` to the phases locally to get a minimal one."""
     engine = engine_for(db_url)
@@ -293,18 +294,22 @@ def test_journal_random_operations_match_reference_model(db_url: str, tmp_path: 
             super().__init__(engine, ctx, tally)
 
     examples, steps = RUNS[engine.dialect.name]
-    run_state_machine_as_test(
-        OnThisDatabase,
-        settings=settings(
-            max_examples=examples,
-            stateful_step_count=steps,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.explicit, Phase.generate],  # shrinking replays minutes of steps
-        ),
-    )
-    assert tally.steps.total() >= SHARE[engine.dialect.name], tally
+    share = SHARE[engine.dialect.name]
+    for round_ in range(4):  # the first round usually suffices; examples end early by chance
+        if tally.steps.total() >= share:
+            break
+        run_state_machine_as_test(
+            OnThisDatabase,
+            settings=settings(
+                max_examples=examples if round_ == 0 else examples // 4,
+                stateful_step_count=steps,
+                deadline=None,
+                database=None,
+                derandomize=round_ == 0,  # top-up rounds draw new examples
+                phases=[Phase.explicit, Phase.generate],  # shrinking replays minutes of steps
+            ),
+        )
+    assert tally.steps.total() >= share, tally
     assert set(tally.steps) == STEPS and min(tally.steps.values()) >= 30, tally.steps
     assert set(tally.batched) == {*BATCHED, *REFUSING}, tally.batched
     assert min(tally.batched.values()) >= 20, tally.batched
