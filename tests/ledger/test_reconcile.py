@@ -260,18 +260,27 @@ def _logits(delta: float = 0.0, array: np.ndarray | None = None) -> str:
     return json.dumps({"logits": tensors.encode(logits.astype(np.float32))})
 
 
-def test_reconcile_other_classes_within_tolerance_agree_and_are_all_paid(ctx: Context) -> None:
-    model, tolerance = _cnn(ctx)
-    near = tolerance / 4  # what honest CPUs of other ISA tiers differ by
+def _cnn_job(ctx: Context, second_fp: str, second_outputs: str, *spare: str) -> str:
+    """A digits-CNN job answered by W1 (class FP, the base logits) and W2 (``second_fp``,
+    ``second_outputs``), with workers ``spare`` registered (a W<n> of contributor C<n>)."""
+    model, _ = _cnn(ctx)
     with session_scope(ctx.engine) as session:
         jid = insert_job(
             session,
             client=CLIENT,
             price=PRICE,
-            votes=[(C1, W1, FP, R1), (C2, W2, FP2, R2)],
+            votes=[(C1, W1, FP, R1), (C2, W2, second_fp, R2)],
             model_hash=model,
-            outputs={W1: _logits(), W2: _logits(near)},
+            outputs={W1: _logits(), W2: second_outputs},
         ).id
+        for worker in spare:
+            add_worker(session, worker, {W1: C1, W2: C2, W3: C3, W4: C4}[worker])
+    return jid
+
+
+def test_reconcile_other_classes_within_tolerance_agree_and_are_all_paid(ctx: Context) -> None:
+    _, tolerance = _cnn(ctx)
+    jid = _cnn_job(ctx, FP2, _logits(tolerance / 4))  # what honest CPUs of other tiers differ by
     assert _reconcile(ctx) == (1, 0, 0)
     job = _get(ctx, jid)
     assert job.status == JobStatus.ACCEPTED
@@ -287,21 +296,10 @@ def test_reconcile_other_classes_within_tolerance_agree_and_are_all_paid(ctx: Co
 def test_reconcile_other_class_beyond_tolerance_with_the_same_argmax_is_outvoted(
     ctx: Context,
 ) -> None:
-    model, tolerance = _cnn(ctx)
+    _, tolerance = _cnn(ctx)
     far = tolerance * 3  # what a perturbed model differs by; the argmax does not change
     assert int(np.argmax(BASE_LOGITS + far)) == int(np.argmax(BASE_LOGITS))
-    with session_scope(ctx.engine) as session:
-        jid = insert_job(
-            session,
-            client=CLIENT,
-            price=PRICE,
-            votes=[(C1, W1, FP, R1), (C2, W2, FP2, R2)],
-            model_hash=model,
-            outputs={W1: _logits(), W2: _logits(far)},
-        ).id
-        add_worker(session, W1, C1)
-        add_worker(session, W2, C2)
-        add_worker(session, W3, C3)
+    jid = _cnn_job(ctx, FP2, _logits(far), W1, W2, W3)
     assert _reconcile(ctx) == (0, 0, 1)  # disagreement: a third replica is asked
     _submit_third(ctx, jid, FP2, R3, _logits(tolerance / 10))  # C2's class, near C1's answer
     assert _reconcile(ctx) == (1, 0, 0)
@@ -319,16 +317,8 @@ def test_reconcile_other_class_beyond_tolerance_with_the_same_argmax_is_outvoted
 
 
 def test_reconcile_same_class_never_falls_back_to_tolerance(ctx: Context) -> None:
-    model, tolerance = _cnn(ctx)
-    with session_scope(ctx.engine) as session:  # one class must match bit for bit
-        jid = insert_job(
-            session,
-            client=CLIENT,
-            price=PRICE,
-            votes=[(C1, W1, FP, R1), (C2, W2, FP, R2)],
-            model_hash=model,
-            outputs={W1: _logits(), W2: _logits(tolerance / 100)},
-        ).id
+    _, tolerance = _cnn(ctx)
+    jid = _cnn_job(ctx, FP, _logits(tolerance / 100))  # one class must match bit for bit
     assert _reconcile(ctx) == (0, 1, 0)  # no spare worker, no majority: refunded
     assert _get(ctx, jid).status == JobStatus.FAILED
     assert snapshot(ctx.engine).balance(journal.client_account(CLIENT)) == PRICE
