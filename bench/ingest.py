@@ -5,7 +5,7 @@ one commit per request).
 
 Seeds clients with deposits in the journal and eligible workers, starts uvicorn
 (``--workers``, default 2 for this 2-core machine), and drives it from this process with
-``--clients`` keep-alive connections, each sending its client's requests one after another
+``--clients`` (128) keep-alive connections, each sending its client's requests one after another
 with increasing cumulative vouchers, signed beforehand (signing is the client's cost, not
 the server's). Every answer must be 202; then the journal's invariants are checked in full.
 Prints a table and writes bench/results/ingest-<database>.json.
@@ -186,7 +186,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=6_000, help="paid requests per run")
     parser.add_argument("--naive-requests", type=int, default=1_500, help="for the baseline")
-    parser.add_argument("--clients", type=int, default=64, help="concurrent clients")
+    parser.add_argument("--clients", type=int, default=128, help="concurrent clients")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--batch-max", type=int, default=256, help="jobs per unit of work")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     reconcile_batch_size: int = Field(2_000, ge=1, le=10_000)
     # paid jobs admitted per unit of work (group commit); 1: one commit per request
     ingest_batch_max: int = Field(256, ge=1, le=10_000)
+    ingest_linger_s: float = Field(0.02, ge=0, le=1)  # under load, wait this long for more
     ingest_timeout_s: float = Field(30.0, gt=0)  # a request's wait for its batch to commit
     assignment_deadline_s: int = Field(120, ge=1)
     job_timeout_s: int = Field(900, ge=1)  # undecided this long: fails, the client pays nothing

@@ -1,10 +1,11 @@
-"""Group commit for paid jobs: requests are checked on their own threads (inputs, voucher
+"""Group commit for paid jobs: requests are checked on their own path (inputs, voucher
 signature), then admitted together, many per unit of work, by one committer thread per
 process; each request is answered once its batch has committed.
 
-Nothing waits to fill a batch: the committer takes whatever queued while it was committing
-the previous batch, so a lone request is admitted at once and a busy API commits hundreds
-per transaction. A batch that fails as a whole (a database error, a broken invariant) is
+The committer takes whatever queued while it was committing the previous batch. Under load
+(that batch had company) it also waits up to ``ingest_linger_s`` for more, so each
+transaction's fixed cost is shared by more requests; a lone request is admitted at once. A
+batch that fails as a whole (a database error, a broken invariant) is
 retried one request at a time, so one bad request cannot fail the others."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 
 from ledger.context import Context
@@ -64,13 +66,21 @@ class Ingest:
         )
 
     def _run(self) -> None:
+        busy = False
         while True:
             items = [self.queue.get()]
+            # under load (the last batch had company) wait a little for more: bigger batches
+            # share each transaction's fixed cost; a lone request is committed at once
+            deadline = time.monotonic() + (self.ctx.settings.ingest_linger_s if busy else 0.0)
             while len(items) < self.batch_max:
                 try:
-                    items.append(self.queue.get_nowait())
+                    left = deadline - time.monotonic()
+                    items.append(
+                        self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
+            busy = len(items) > 1
             self._commit(items)
 
     def _commit(self, items: list[Item]) -> None:
