@@ -14,7 +14,7 @@ from sqlmodel import Session, col, func, select
 
 from ledger.chain import projection
 from ledger.context import Context
-from ledger.models import Assignment, AssignmentStatus, Worker
+from ledger.models import Assignment, AssignmentStatus, Job, Worker
 
 _rng = random.SystemRandom()
 
@@ -94,6 +94,20 @@ def assign(session: Session, ctx: Context, job_id: str, workers: list[Worker]) -
                 deadline=deadline,
             )
         )
+
+
+def refill(session: Session, ctx: Context, job: Job) -> int:
+    """Give a pending job short of live replicas (some expired or handed back) workers of
+    contributors never on it (one replica per contributor, ever); returns how many. Short
+    when not enough are free: the sweep tries again."""
+    rows = session.exec(select(Assignment).where(Assignment.job_id == job.id)).all()
+    live = sum(1 for a in rows if a.status != AssignmentStatus.EXPIRED)
+    if live >= job.replicas_wanted:
+        return 0
+    exclude = {a.contributor for a in rows}
+    workers = choose(session, ctx, job.replicas_wanted - live, exclude_contributors=exclude)
+    assign(session, ctx, job.id, workers)
+    return len(workers)
 
 
 def refresh_eligibility(session: Session, ctx: Context, worker: Worker) -> None:

@@ -61,16 +61,7 @@ def _refill(session: Session, ctx: Context, report: SweepReport) -> None:
         .limit(ctx.settings.sweep_batch_size)
     ).all()
     for job in pending:
-        rows = session.exec(select(Assignment).where(Assignment.job_id == job.id)).all()
-        live = sum(1 for a in rows if a.status != AssignmentStatus.EXPIRED)
-        if live >= job.replicas_wanted:
-            continue
-        exclude = {a.contributor for a in rows}  # one replica per contributor, ever
-        workers = scheduler.choose(
-            session, ctx, job.replicas_wanted - live, exclude_contributors=exclude
-        )
-        scheduler.assign(session, ctx, job.id, workers)
-        report.reassigned += len(workers)
+        report.reassigned += scheduler.refill(session, ctx, job)
 
 
 def _time_out(session: Session, ctx: Context, now: int, report: SweepReport) -> None:

@@ -1,4 +1,5 @@
-"""The worker side of a job: deliver assignments, take signed results.
+"""The worker side of a job: deliver assignments, take signed results, take back the
+assignments a worker hands back, and note that a worker is alive.
 
 A submission counts only if it is for a job assigned to this worker and not yet answered,
 its outputs match the model's declared outputs, its result hash is recomputed here from the
@@ -13,8 +14,9 @@ import logging
 import time
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
+from ledger import scheduler
 from ledger.context import Context
 from ledger.models import Assignment, AssignmentStatus, Job, JobStatus, Worker
 from ledger.scheduler import refresh_eligibility
@@ -206,3 +208,58 @@ def submit(
             session.add(job)
             ready += 1
     return results, ready
+
+
+def heartbeat(session: Session, worker: Worker) -> int:
+    """The worker is alive: it stays a candidate for new work for ``worker_seen_s`` more (a
+    pull or a submission counts as well). Returns its assignments still unanswered."""
+    worker.last_seen = time.time()
+    session.add(worker)
+    held = session.exec(
+        select(func.count())
+        .select_from(Assignment)
+        .where(Assignment.worker == worker.address, Assignment.status == AssignmentStatus.ASSIGNED)
+    ).one()
+    return int(held)
+
+
+def release(
+    session: Session, ctx: Context, worker: Worker, job_ids: list[str], reason: str = ""
+) -> list[str]:
+    """Hand back assignments the worker holds and will not answer (it is stopping, or it
+    cannot run the job): each expires now, without a liveness fault (the worker said so in
+    time), and the replica goes at once to a worker of a contributor not yet on the job.
+    Returns the job ids released; ids of jobs not held by this worker (unknown, answered,
+    expired, decided) are left out and change nothing."""
+    worker.last_seen = time.time()
+    session.add(worker)
+    wanted = sorted({str(j).lower() for j in job_ids})
+    if not wanted:
+        return []
+    rows = session.exec(
+        select(Assignment, Job)
+        .join(Job, col(Job.id) == col(Assignment.job_id))
+        .where(
+            Assignment.worker == worker.address,
+            col(Assignment.job_id).in_(wanted),
+            Assignment.status == AssignmentStatus.ASSIGNED,
+            Job.status == JobStatus.PENDING,
+        )
+        .order_by(col(Assignment.job_id))
+        .with_for_update()
+    ).all()
+    for assignment, _ in rows:
+        assignment.status = AssignmentStatus.EXPIRED
+        session.add(assignment)
+    session.flush()
+    for _, job in rows:
+        scheduler.refill(session, ctx, job)
+    released = [assignment.job_id for assignment, _ in rows]
+    if released:
+        logger.info(
+            "worker %s handed back %d assignments (%s)",
+            worker.address,
+            len(released),
+            reason or "no reason given",
+        )
+    return released

@@ -1,18 +1,49 @@
-"""Worker routes: pull assignments in batches, submit signed results in batches."""
+"""Worker routes: pull assignments in batches, submit signed results in batches, hand back
+assignments, heartbeats, and the worker's earnings not yet claimable."""
 
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 
 from api.deps import ContextDep, CurrentWorker, SessionDep
 from api.schemas import WorkResult
+from ledger.earnings import pending_of
 from ledger.errors import InvalidRequest
-from ledger.work import pull, submit
+from ledger.work import heartbeat, pull, release, submit
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/work", tags=["workers"])
+
+JobId = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{64}$")]
+
+
+class HandBack(BaseModel):
+    job_ids: list[JobId]
+    reason: str = Field("", max_length=64)
+
+
+class HandBackPublic(BaseModel):
+    released: list[str]
+
+
+class HeartbeatPublic(BaseModel):
+    worker: str
+    contributor: str
+    eligible: bool
+    in_flight: int
+    seen_s: float
+
+
+class EarningsPublic(BaseModel):
+    worker: str
+    contributor: str
+    pending_wei: str
+    pending_jobs: int
+    posted_epoch: int
 
 
 @router.get("")
@@ -40,3 +71,41 @@ def post_results(
         except Exception:  # the beat sweep reconciles them anyway
             logger.warning("could not enqueue reconcile; the periodic sweep will pick the jobs up")
     return WorkResult(results=results)
+
+
+@router.post("/release", response_model=HandBackPublic)
+def post_release(
+    body: HandBack, worker: CurrentWorker, session: SessionDep, ctx: ContextDep
+) -> HandBackPublic:
+    """Hand back assignments this worker will not answer: no fault, reassigned at once."""
+    if len(body.job_ids) > ctx.settings.submit_batch_max:
+        raise InvalidRequest(
+            f"at most {ctx.settings.submit_batch_max} job ids per batch", code="batch_too_large"
+        )
+    return HandBackPublic(released=release(session, ctx, worker, body.job_ids, body.reason))
+
+
+@router.post("/heartbeat", response_model=HeartbeatPublic)
+def post_heartbeat(worker: CurrentWorker, session: SessionDep, ctx: ContextDep) -> HeartbeatPublic:
+    """The worker is alive (between pulls, or while it is busy with what it holds)."""
+    in_flight = heartbeat(session, worker)
+    return HeartbeatPublic(
+        worker=worker.address,
+        contributor=worker.contributor,
+        eligible=worker.eligible,
+        in_flight=in_flight,
+        seen_s=ctx.settings.worker_seen_s,
+    )
+
+
+@router.get("/earnings", response_model=EarningsPublic)
+def get_earnings(worker: CurrentWorker, session: SessionDep) -> EarningsPublic:
+    """This worker's pay (to its contributor) not yet under a posted epoch root."""
+    pending = pending_of(session, worker)
+    return EarningsPublic(
+        worker=worker.address,
+        contributor=worker.contributor,
+        pending_wei=str(pending.pending_wei),
+        pending_jobs=pending.pending_jobs,
+        posted_epoch=pending.posted_epoch,
+    )
