@@ -1,0 +1,79 @@
+"""Agreement and detection figures per model (issue 5): how far honest settings differ from
+one another and how close each dishonest worker comes to them, against the model's
+``tolerance_abs``, over the same 1,000 one-row jobs as ``tests/worker/test_agreement.py``.
+
+Honest settings: optimisation level all or disabled (the latter standing in for another ISA
+tier), one or two intra-op threads. Dishonest workers: weights perturbed by 1e-3 and 1e-5
+(relative, uniform), an int8 (dynamic quantization) and a float16-weights copy, and an input
+changed by one step. Each dishonest worker is run through the reconciler's rule in two
+settings (its twin's class, and alone in its class) and counted as caught when it is
+outvoted with a safety fault.
+
+Usage: ``.venv/bin/python bench/agreement.py [--jobs 1000] [--model digits-cnn]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "worker"))
+
+from agreement_support import (  # noqa: E402
+    CASES,
+    JOBS_PER_MODEL,
+    Runs,
+    closest_approach,
+    decide,
+    honest_spread,
+    run_case,
+)
+
+
+def caught(runs: Runs, adversary: str) -> tuple[int, int]:
+    """Jobs on which the dishonest worker is outvoted with a fault, in both settings."""
+    same, disabled, two_threads = runs.honest.values()
+    hits = 0
+    bad = runs.dishonest[adversary]
+    for job, cheat in enumerate(bad):
+        decisions = [
+            decide([same[job], cheat, disabled[job]], runs.tolerance),
+            decide([cheat, disabled[job], two_threads[job]], runs.tolerance),
+        ]
+        hits += all(d.accepted and d.faulted == {cheat.worker} for d in decisions)
+    return hits, len(bad)
+
+
+def report(name: str, jobs: int) -> None:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = run_case(CASES[name](Path(tmp), jobs), Path(tmp))
+    tolerance = runs.tolerance
+    print(f"\n{name}: {len(runs.case.jobs)} jobs, tolerance_abs {tolerance:.3g}")
+    print(f"  {'honest pair':<40} {'max abs diff':>13} {'/ tolerance':>12}")
+    for pair, diff in honest_spread(runs).items():
+        print(f"  {pair:<40} {diff:>13.3g} {diff / tolerance:>12.3f}")
+    print(f"  {'dishonest worker':<40} {'min abs diff':>13} {'/ tolerance':>12} {'caught':>12}")
+    for adversary in runs.dishonest:
+        diff = closest_approach(runs, adversary)
+        hits, total = caught(runs, adversary)
+        print(f"  {adversary:<40} {diff:>13.3g} {diff / tolerance:>12.1f} {hits:>6}/{total}")
+    print(f"  ({time.perf_counter() - started:.1f} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(CASES), action="append")
+    parser.add_argument("--jobs", type=int, default=JOBS_PER_MODEL)
+    args = parser.parse_args()
+    for name in args.model or sorted(CASES):
+        report(name, args.jobs)
+
+
+if __name__ == "__main__":
+    main()
