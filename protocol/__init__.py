@@ -12,4 +12,5 @@ and the audit tool, so the two sides of the protocol can never disagree on bytes
 - ``pricing``: how a job's price is split between agreeing contributors and the treasury.
 - ``epochfile``: the canonical bytes of a published epoch file and its hash.
 - ``manifest``: model manifests and input validation.
+- ``text``: a text model's texts as its token tensors (the pinned tokenizer, the limits).
 """

@@ -4,6 +4,8 @@ ProtocolError
 ├── TensorError          a tensor that is malformed, of the wrong dtype or shape, or too big
 ├── SignatureError       a signature that does not parse or recovers to another address
 ├── ManifestError        a model manifest that is malformed or does not match its file
+├── TextError            text for a model that takes none, or too many texts
+│   └── TextTooLong      a text over the model's limit of characters or tokens
 └── ProofError           a Merkle proof that does not verify
 """
 
@@ -30,6 +32,14 @@ class SignatureError(ProtocolError):
 
 class ManifestError(ProtocolError):
     code = "invalid_manifest"
+
+
+class TextError(ProtocolError):
+    code = "invalid_text"
+
+
+class TextTooLong(TextError):
+    code = "text_too_long"
 
 
 class ProofError(ProtocolError):

@@ -228,6 +228,8 @@ def main() -> None:
         ),
         "file": out.name,
         "sha256": sha256,
+        "source": {"kind": "file"},
+        "input_kind": "tensor",
         "inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 1, 8, 8]}],
         "outputs": [{"name": "logits", "dtype": "float32", "shape": [-1, 10]}],
         "max_batch_rows": MAX_BATCH_ROWS,

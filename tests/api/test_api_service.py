@@ -27,7 +27,8 @@ def test_healthz(env: ApiEnv) -> None:
 def test_models_list_digits_cnn_with_its_price_as_a_string(env: ApiEnv) -> None:
     r = env.http.get("/v1/models")
     assert r.status_code == 200, r.text
-    (model,) = r.json()
+    assert sorted(m["name"] for m in r.json()) == ["digits-cnn", "minilm-l6"]
+    (model,) = [m for m in r.json() if m["name"] == "digits-cnn"]
     assert model["model_hash"] == "0x" + env.manifest.sha256
     assert model["name"] == "digits-cnn"
     assert model["price_per_row_wei"] == "1000000000000000"
@@ -35,6 +36,8 @@ def test_models_list_digits_cnn_with_its_price_as_a_string(env: ApiEnv) -> None:
     assert model["max_batch_rows"] == env.manifest.max_batch_rows
     assert model["inputs"] == [{"name": "input", "dtype": "float32", "shape": [-1, 1, 8, 8]}]
     assert model["outputs"] == [{"name": "logits", "dtype": "float32", "shape": [-1, 10]}]
+    assert model["input_kind"] == "tensor" and model["text"] is None and model["dims"] == {}
+    assert model["batch_invariant"] is True
 
 
 def test_chain_names_the_deployment(env: ApiEnv) -> None:

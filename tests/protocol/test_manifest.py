@@ -1,5 +1,6 @@
 """protocol.manifest on the real models/ directory, a tampered copy of it, and input
-validation against the digits-cnn manifest."""
+validation against the digits-cnn manifest (the schema's other parts:
+test_manifest_schema.py)."""
 
 from __future__ import annotations
 
@@ -23,14 +24,17 @@ def digits() -> Manifest:
     return manifest
 
 
-def test_load_models_reads_the_real_directory() -> None:
-    models = load_models(MODELS)
-    assert models, "models/ has no manifest"
+def test_load_models_reads_the_real_directory(tmp_path: Path) -> None:
+    models = load_models(MODELS, cache_dir=tmp_path)
+    assert sorted(m.name for m in models.values()) == ["digits-cnn", "minilm-l6"]
     for sha, manifest in models.items():
-        assert sha == manifest.sha256 == hashlib.sha256(manifest.path.read_bytes()).hexdigest()
-        assert manifest.model_hash == bytes.fromhex(sha)
-        assert manifest.path.exists() and manifest.inputs and manifest.outputs
+        assert sha == manifest.sha256 and manifest.model_hash == bytes.fromhex(sha)
+        assert manifest.inputs and manifest.outputs and manifest.directory.parent == MODELS
         assert manifest.max_batch_rows >= 1 and manifest.price_per_row_wei > 0
+        if manifest.source.kind == "file":
+            assert hashlib.sha256(manifest.path.read_bytes()).hexdigest() == sha
+        else:  # built at first use into the cache, under its own hash
+            assert manifest.path == tmp_path / f"{sha}.onnx" and not manifest.path.exists()
 
 
 def test_digits_manifest_fields(digits: Manifest) -> None:
@@ -42,6 +46,8 @@ def test_digits_manifest_fields(digits: Manifest) -> None:
     ]
     assert [(s.name, s.dtype, s.shape) for s in digits.outputs] == [("logits", "float32", (-1, 10))]
     assert digits.price_wei(3) == 3 * digits.price_per_row_wei
+    assert digits.input_kind == "tensor" and digits.text is None and digits.dims == ()
+    assert digits.source.kind == "file" and digits.batch_invariant is raw["batch_invariant"]
 
 
 def _copy_models(tmp_path: Path) -> Path:
