@@ -6,7 +6,8 @@ WorkerError
 ├── KeyFileError              a key file that is missing, malformed, or cannot be unlocked
 │   └── WrongPassword         the keystore's password does not decrypt it
 ├── ModelStoreError           a models dir that is missing or empty, or a model that is refused
-│   └── ModelTampered         a model file that no longer hashes to its manifest's sha256
+│   ├── ModelTampered         a model file that no longer hashes to its manifest's sha256
+│   └── ModelBuildFailed      a model to build whose source, script or result is not as pinned
 ├── AssignmentError           an assignment that is skipped, never signed
 │   ├── MalformedAssignment   a field that is missing, of the wrong type, or fails to decode
 │   ├── InputHashMismatch     inputs that do not hash to the assignment's input_hash
@@ -64,6 +65,10 @@ class ModelTampered(ModelStoreError):
         super().__init__(path, f"has sha256 {actual}, its manifest says {expected}")
         self.expected = expected
         self.actual = actual
+
+
+class ModelBuildFailed(ModelStoreError):
+    code = "model_build_failed"
 
 
 class AssignmentError(WorkerError):

@@ -4,11 +4,13 @@ Every session runs with the same settings (CPU provider only, sequential executi
 inter-op thread, the configured intra-op threads and optimisation level), and every job runs
 row by row at batch 1: these settings, not the batch a job happens to have, are what the
 execution fingerprint promises, so replicas with equal fingerprints agree bit for bit.
+
+A model built from a source (``"source": {"kind": "build"}`` in its manifest, minilm-l6) is
+built into the model cache when its session is first needed (``worker/model_files.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Mapping
@@ -27,9 +29,9 @@ from worker.errors import (
     InferenceFailed,
     InvalidInputs,
     ModelStoreError,
-    ModelTampered,
     UnknownModel,
 )
+from worker.model_files import model_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +51,21 @@ def normalise_hash(model_hash_hex: str) -> str:
 
 class ModelStore:
     """The models under ``models_dir`` (checked against their manifests' sha256 on load and
-    again when a session is created) and one lazily created session per model."""
+    again when a session is created) and one lazily created session per model. Built models
+    live in ``cache_dir`` (default ``protocol.manifest.model_cache_dir()``)."""
 
-    def __init__(self, models_dir: Path, *, opt_level: OptLevel = "all", threads: int = 1) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        *,
+        opt_level: OptLevel = "all",
+        threads: int = 1,
+        cache_dir: Path | None = None,
+    ) -> None:
         if not models_dir.is_dir():
             raise ModelStoreError(models_dir, "is not a directory")
         try:
-            manifests = load_models(models_dir)
+            manifests = load_models(models_dir, cache_dir=cache_dir)
         except ManifestError as exc:
             raise ModelStoreError(models_dir, f"a model was refused: {exc.detail}") from exc
         except OSError as exc:
@@ -111,15 +121,8 @@ class ModelStore:
             return session
 
     def _create_session(self, manifest: Manifest) -> ort.InferenceSession:
-        try:
-            model_bytes = manifest.path.read_bytes()
-        except OSError as exc:
-            raise ModelStoreError(manifest.path, f"cannot be read: {exc}") from exc
-        actual = hashlib.sha256(model_bytes).hexdigest()
-        if actual != manifest.sha256:
-            raise ModelTampered(manifest.path, manifest.sha256, actual)
         session = ort.InferenceSession(
-            model_bytes, sess_options=self.session_options(), providers=[PROVIDER]
+            model_bytes(manifest), sess_options=self.session_options(), providers=[PROVIDER]
         )
         _check_signature(manifest, session)
         logger.debug("session for %s created (opt_level=%s)", manifest.name, self.opt_level)
