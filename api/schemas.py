@@ -43,8 +43,12 @@ class VoucherIn(BaseModel):
 
 
 class JobCreate(BaseModel):
+    """``inputs`` (named wire tensors) for a tensor model, ``texts`` (one row each) for a
+    text model: ``GET /v1/models`` says which (``input_kind``)."""
+
     model: str = Hex32
-    inputs: dict[str, Any]
+    inputs: dict[str, Any] | None = None
+    texts: list[str] | None = None
     voucher: VoucherIn
     signature: str = Signature
 
@@ -94,15 +98,27 @@ class DevicePublic(BaseModel):
     liveness_faults: int
 
 
+class TextInputPublic(BaseModel):
+    """A text model's limits per text and its tokenizer (a Hugging Face tokenizer.json)."""
+
+    max_chars: int
+    max_tokens: int
+    tokenizer_sha256: str
+
+
 class ModelPublic(BaseModel):
     model_hash: str
     name: str
     version: str
+    input_kind: str
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+    dims: dict[str, dict[str, int]]
+    text: TextInputPublic | None
     max_batch_rows: int
     price_per_row_wei: str
     tolerance_abs: float
+    batch_invariant: bool
 
 
 class ChainPublic(BaseModel):

@@ -26,7 +26,7 @@ from ledger.errors import (
 )
 from ledger.journal import TransferKind, TransferSpec
 from ledger.models import Assignment, AssignmentStatus, Client, Job, JobStatus
-from protocol import hashing, tensors
+from protocol import hashing, tensors, text
 from protocol.eip712 import Voucher, job_id, recover_voucher
 from protocol.errors import ProtocolError
 from protocol.manifest import Manifest
@@ -37,11 +37,12 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class JobRequest:
     model_hash: str
-    inputs: dict[str, Any]
+    inputs: dict[str, Any] | None  # wire tensors, for a model whose input_kind is tensor
     client: str
     cumulative_amount_wei: int
     expiry: int
     signature: str
+    texts: tuple[str, ...] | None = None  # for a model whose input_kind is text
 
 
 def _manifest(ctx: Context, model_hash: str) -> Manifest:
@@ -64,6 +65,34 @@ def _decode_inputs(
         return arrays, manifest.validate_inputs(arrays)
     except ProtocolError as exc:
         raise InvalidRequest(exc.detail, code=exc.code) from exc
+
+
+def _wrong_input_kind(manifest: Manifest, field: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"model {manifest.name} takes {manifest.input_kind} input: send {field} only",
+        code="wrong_input_kind",
+    )
+
+
+def _job_inputs(
+    ctx: Context, manifest: Manifest, req: JobRequest
+) -> tuple[JobRequest, dict[str, Any], int]:
+    """The job's tensors and rows. A text model's texts are tokenized here, and their
+    tokens' wire form takes the place of the request's inputs: the job stores, hashes and
+    hands out tensors whatever the client sent."""
+    if manifest.text is None:
+        if req.inputs is None or req.texts is not None:
+            raise _wrong_input_kind(manifest, "inputs")
+        return req, *_decode_inputs(ctx, manifest, req.inputs)
+    if req.texts is None or req.inputs is not None:
+        raise _wrong_input_kind(manifest, "texts")
+    try:
+        arrays = text.encode(manifest, req.texts)
+        rows = manifest.validate_inputs(arrays)
+    except ProtocolError as exc:
+        raise InvalidRequest(exc.detail, code=exc.code) from exc
+    wire = {name: tensors.encode(array) for name, array in arrays.items()}
+    return replace(req, inputs=wire), arrays, rows
 
 
 def _check_voucher(ctx: Context, req: JobRequest) -> tuple[Voucher, bytes]:
@@ -134,7 +163,7 @@ class Prepared:
 def prepare(ctx: Context, req: JobRequest) -> Prepared:
     req = replace(req, client=checked_address(req.client))
     manifest = _manifest(ctx, req.model_hash)
-    arrays, rows = _decode_inputs(ctx, manifest, req.inputs)
+    req, arrays, rows = _job_inputs(ctx, manifest, req)
     voucher, sig = _check_voucher(ctx, req)
     jid = "0x" + job_id(ctx.deployment.vault, req.client, req.cumulative_amount_wei).hex()
     in_hash = "0x" + hashing.input_hash(arrays).hex()

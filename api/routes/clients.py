@@ -10,7 +10,15 @@ from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session, col, select
 
 from api.deps import ContextDep, SessionDep
-from api.schemas import ChainPublic, ClientPublic, JobCreate, JobPublic, ModelPublic, Vote
+from api.schemas import (
+    ChainPublic,
+    ClientPublic,
+    JobCreate,
+    JobPublic,
+    ModelPublic,
+    TextInputPublic,
+    Vote,
+)
 from ledger import journal
 from ledger.auth import checked_address
 from ledger.context import Context
@@ -18,26 +26,39 @@ from ledger.db import session_scope
 from ledger.errors import NotFound
 from ledger.jobs import JobRequest, JobRow, prepare
 from ledger.models import Assignment, AssignmentStatus, Client, Job, JobStatus
+from protocol.manifest import Manifest
 
 router = APIRouter(prefix="/v1", tags=["clients"])
 POLL_INTERVAL_S = 0.02
 
 
+def model_public(m: Manifest) -> ModelPublic:
+    text = m.text
+    return ModelPublic(
+        model_hash="0x" + m.sha256,
+        name=m.name,
+        version=m.version,
+        input_kind=m.input_kind,
+        inputs=[s.public() for s in m.inputs],
+        outputs=[s.public() for s in m.outputs],
+        dims={d.name: {"min": d.min, "max": d.max} for d in m.dims},
+        text=TextInputPublic(
+            max_chars=text.max_chars,
+            max_tokens=text.max_tokens,
+            tokenizer_sha256="0x" + text.tokenizer_sha256,
+        )
+        if text is not None
+        else None,
+        max_batch_rows=m.max_batch_rows,
+        price_per_row_wei=str(m.price_per_row_wei),
+        tolerance_abs=m.tolerance_abs,
+        batch_invariant=m.batch_invariant,
+    )
+
+
 @router.get("/models", response_model=list[ModelPublic])
 def models(ctx: ContextDep) -> list[ModelPublic]:
-    return [
-        ModelPublic(
-            model_hash="0x" + m.sha256,
-            name=m.name,
-            version=m.version,
-            inputs=[s.__dict__ for s in m.inputs],
-            outputs=[s.__dict__ for s in m.outputs],
-            max_batch_rows=m.max_batch_rows,
-            price_per_row_wei=str(m.price_per_row_wei),
-            tolerance_abs=m.tolerance_abs,
-        )
-        for m in ctx.models.values()
-    ]
+    return [model_public(m) for m in ctx.models.values()]
 
 
 @router.get("/chain", response_model=ChainPublic)
@@ -105,6 +126,7 @@ async def submit_job(body: JobCreate, ctx: ContextDep, response: Response) -> Jo
         cumulative_amount_wei=int(body.voucher.cumulative_amount_wei),
         expiry=body.voucher.expiry,
         signature=body.signature,
+        texts=tuple(body.texts) if body.texts is not None else None,
     )
     job, created = await ctx.ingest.submit_async(prepare(ctx, req))  # CPU, then no thread
     if created:

@@ -36,10 +36,12 @@ from protocol.contracts import Deployment
 from protocol.eip712 import Attestation, Voucher, sign_attestation, sign_voucher
 from protocol.fingerprint import Fingerprint, cpu_isa_tier
 from protocol.manifest import Manifest, load_manifest
+from worker.model_files import model_bytes
 
 TOKEN = 10**18
 ARTIFACTS = REPO_ROOT / "artifacts"
 MODEL_DIR = REPO_ROOT / "models" / "digits-cnn"
+TEXT_MODEL_DIR = REPO_ROOT / "models" / "minilm-l6"
 STAKE_WEI = 100 * TOKEN
 MIN_STAKE_WEI = 50 * TOKEN
 CLIENT_DEPOSIT_WEI = 1 * TOKEN  # a thousand rows of digits-cnn
@@ -59,7 +61,8 @@ def wire(arrays: Arrays) -> dict[str, Any]:
 
 
 class Model:
-    """digits-cnn on onnxruntime with one intra-op thread, each row at batch 1 (as a worker)."""
+    """A model on onnxruntime with one intra-op thread, each row at batch 1 (as a worker);
+    a model built from a source is built into the model cache first."""
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
@@ -69,7 +72,7 @@ class Model:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
-            manifest.path.read_bytes(), sess_options=options, providers=["CPUExecutionProvider"]
+            model_bytes(manifest), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self.fingerprint = Fingerprint(
             ort=ort.__version__,
@@ -116,6 +119,16 @@ class ApiEnv:
     manifest: Manifest
     model: Model
     outputs_cache: dict[str, Arrays] = field(default_factory=dict)
+    other_models: dict[str, Model] = field(default_factory=dict)
+
+    def model_for(self, model_hash: str) -> Model:
+        """The model an assignment names: digits-cnn, or another one of ``ctx.models``."""
+        key = model_hash.lower().removeprefix("0x")
+        if key == self.manifest.sha256:
+            return self.model
+        if key not in self.other_models:
+            self.other_models[key] = Model(self.ctx.models[key])
+        return self.other_models[key]
 
     @property
     def client(self) -> str:
@@ -236,7 +249,8 @@ class ApiEnv:
         if outputs is None:
             outputs = self.outputs_cache.get(assignment["job_id"])
             if outputs is None:
-                outputs = self.outputs_cache[assignment["job_id"]] = self.model.run(inputs)
+                runner = self.model_for(assignment["model_hash"])
+                outputs = self.outputs_cache[assignment["job_id"]] = runner.run(inputs)
         model = bytes.fromhex(assignment["model_hash"][2:])
         if result_hash is None:
             result_hash = hashing.result_hash(model, inputs, outputs)
