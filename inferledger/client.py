@@ -79,9 +79,17 @@ class InferenceClient:
 
     def submit(self, model_hash: str, inputs: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
         """Sign the next voucher and submit the job; returns the job as the API sees it."""
+        rows = next(iter(inputs.values())).shape[0]
+        encoded = {name: tensors.encode(a) for name, a in inputs.items()}
+        return self._submit(model_hash, rows, {"inputs": encoded})
+
+    def submit_texts(self, model_hash: str, texts: list[str]) -> dict[str, Any]:
+        """The same for a text model (``input_kind`` text): one row per text."""
+        return self._submit(model_hash, len(texts), {"texts": list(texts)})
+
+    def _submit(self, model_hash: str, rows: int, payload: dict[str, Any]) -> dict[str, Any]:
         if not self._prices:
             self.models()
-        rows = next(iter(inputs.values())).shape[0]
         price = self._prices[model_hash] * rows
         with self._lock:  # vouchers must reach the API in increasing order
             cumulative = self._next_cumulative(price)
@@ -89,7 +97,7 @@ class InferenceClient:
             sig = sign_voucher(self.deployment().vault_domain, voucher, self.account.key)
             body = {
                 "model": model_hash,
-                "inputs": {name: tensors.encode(a) for name, a in inputs.items()},
+                **payload,
                 "voucher": {
                     "client": self.address,
                     "cumulative_amount_wei": str(cumulative),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from api_harness import TEXT_MODEL_DIR, ApiEnv, samples, wire
 
+from inferledger.client import ApiError, InferenceClient
 from protocol import hashing, tensors, text
 from protocol.eip712 import job_id
 from protocol.manifest import Manifest, load_manifest
@@ -178,3 +179,19 @@ def test_texts_that_are_not_strings_are_refused(
     body = text_body(ready, minilm, ["placeholder"])
     body["texts"] = texts
     check_refused(ready.http.post("/v1/jobs", json=body), 422, "invalid_body")
+
+
+def test_the_client_library_submits_texts(ready: ApiEnv, minilm: Manifest) -> None:
+    client = InferenceClient("http://testserver", ready.client_key)
+    client.http = ready.http  # the API under test, in process
+    before = int(ready.balance()["max_voucher_wei"])
+    job = client.submit_texts("0x" + minilm.sha256, ["one text", "and another"])
+    assert job["rows"] == 2 and job["status"] == "pending"
+    assert int(job["voucher_cumulative_wei"]) == before + minilm.price_wei(2)
+    assert (
+        job["input_hash"]
+        == "0x" + hashing.input_hash(text.encode(minilm, ["one text", "and another"])).hex()
+    )
+    with pytest.raises(ApiError) as refused:
+        client.submit_texts("0x" + minilm.sha256, ["word " * 300])
+    assert (refused.value.status, refused.value.code) == (400, "text_too_long")
