@@ -1,18 +1,21 @@
 """Honest and dishonest workers over real onnxruntime sessions, and the reconciler's rule.
 
-Used by ``test_agreement.py`` and ``bench/agreement.py``. A worker runs jobs through a real
-``ModelStore`` (pinned sessions, batch 1) and submits what the agent submits: the result
-hash over the job's own model hash and inputs, its fingerprint's digest, and the revealed
-outputs in the form the API stores them. A dishonest worker serves another model file or
-changes the input before running, and still claims the job's model and input.
+Used by ``test_agreement.py`` and ``bench/agreement.py`` (the models and their jobs are in
+``agreement_cases.py``). A worker runs jobs through a real ``ModelStore`` (pinned sessions,
+batch 1) and submits what the agent submits: the result hash over the job's own model hash
+and inputs, its fingerprint's digest, and the revealed outputs in the form the API stores.
+A dishonest worker serves another model file, or changes the input before running, and
+still claims the job's model, input and an honest worker's fingerprint class.
 
-Variants of a model are built at test time with the ``onnx`` package:
+Dishonest models are built at test time from the honest file with constants folded
+(onnxruntime's basic level, which turns minilm-l6's int8 weights and scales into the float
+weights it multiplies by; the folded model itself gives the honest bytes):
 
-- ``perturbed(scale)``: every float initializer of more than one element (weights and
-  biases) multiplied by ``1 + scale * u``, ``u`` uniform in [-1, 1] from a fixed seed, so
-  each weight moves by at most ``scale`` of its own magnitude (relative, not absolute: an
-  absolute 1e-5 on weights of mean magnitude ~0.04 to 0.3 is a far larger change);
-- ``int8``: ``onnxruntime.quantization.quantize_dynamic`` (QInt8 weights);
+- ``perturbed(scale)``: every float initializer of more than one element (weights, biases)
+  multiplied by ``1 + scale * u``, ``u`` uniform in [-1, 1] from a fixed seed: each moves by
+  at most ``scale`` of its own magnitude (relative: an absolute 1e-5 is a far larger change
+  on weights whose mean magnitude is 0.02 to 0.3);
+- ``int8``: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, uint8 activations);
 - ``fp16``: every float initializer rounded to float16 and stored back as float32.
 """
 
@@ -29,18 +32,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnx
+import onnxruntime as ort
 from onnx import numpy_helper
 
 from ledger.config import Settings
 from ledger.reconcile import Tally, Vote, tally
 from protocol.hashing import result_hash
-from protocol.manifest import Manifest, load_manifest
+from protocol.manifest import Manifest
 from protocol.tensors import encode
 from worker.config import OptLevel
 from worker.inference import ModelStore
+from worker.model_files import model_bytes
 
 Arrays = dict[str, npt.NDArray[Any]]
 Tamper = Callable[[Arrays], Arrays]
+Weights = npt.NDArray[np.float32]
 
 MAX_TENSOR_BYTES: int = Settings.model_fields["max_tensor_bytes"].default
 REPLICAS: int = Settings.model_fields["replicas"].default
@@ -63,6 +69,24 @@ class Setting:
 # ORT_DISABLE_ALL stands in for another ISA tier on this machine (it changes the last bits
 # of every row, as the tier does); threads are in the fingerprint, so 1 and 2 are classes too
 HONEST_SETTINGS = (Setting("all", 1), Setting("disabled", 1), Setting("all", 2))
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model and its jobs (one row each: a dishonest worker must be caught on every row).
+    The first two honest settings run every job; the third, a second session of the first
+    and every dishonest worker run each ``stride``-th job (all of them when it is 1)."""
+
+    manifest: Manifest  # loaded with ``cache`` as its model cache
+    models: Path  # a models dir holding only this model
+    cache: Path
+    jobs: list[Arrays]
+    tamper: Tamper  # the smallest change of one input a dishonest worker might make
+    stride: int = 1
+
+    @property
+    def sampled(self) -> range:
+        return range(0, len(self.jobs), self.stride)
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,12 @@ class Worker:
             outputs=outputs,
         )
 
+    def run(self, case: Case, jobs: Sequence[int]) -> dict[int, Ballot]:
+        return {job: self.submit(case.manifest.model_hash, case.jobs[job]) for job in jobs}
+
+
+# -- the reconciler's rule ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -109,7 +139,7 @@ class Decision:
 
     accepted: bool
     tally: Tally
-    ballots: tuple[Ballot, ...]  # the votes it decided on (the first ``replicas``, or more)
+    ballots: tuple[Ballot, ...]  # the votes it decided on (the first ``REPLICAS``, or more)
 
     @property
     def agreeing(self) -> set[str]:
@@ -122,8 +152,8 @@ class Decision:
 
 
 def tally_ballots(ballots: Sequence[Ballot], tolerance: float) -> Tally:
-    """``ledger.reconcile.tally`` called as ``reconcile_batch`` calls it: votes keyed by
-    assignment, revealed outputs by assignment, the ledger's default tensor size limit."""
+    """``ledger.reconcile.tally`` called as ``reconcile_batch`` calls it: votes and revealed
+    outputs keyed by assignment, the ledger's default tensor size limit."""
     votes = [
         Vote(assignment=i, worker=b.worker, contributor=b.worker, answer=b.answer)
         for i, b in enumerate(ballots)
@@ -155,7 +185,7 @@ def max_abs_diff(a: Arrays, b: Arrays) -> float:
     )
 
 
-# -- models and their variants ------------------------------------------------------------
+# -- workers and dishonest models -----------------------------------------------------------
 
 
 def model_dir(tmp: Path, source: Path) -> Path:
@@ -168,142 +198,107 @@ def model_dir(tmp: Path, source: Path) -> Path:
     return root
 
 
-def honest(models: Path, manifest: Manifest, setting: Setting, name: str = "") -> Worker:
-    store = ModelStore(models, opt_level=setting.opt_level, threads=setting.threads)
-    return Worker(name or f"honest {setting.label}", store, manifest.sha256)
+def _store(models: Path, cache: Path, setting: Setting) -> ModelStore:
+    return ModelStore(models, opt_level=setting.opt_level, threads=setting.threads, cache_dir=cache)
 
 
-def variant_dir(tmp: Path, manifest: Manifest, name: str, model: bytes) -> Path:
-    """A models dir with ``model`` under a copy of ``manifest`` naming it, for a dishonest
-    worker's own ``ModelStore`` (which checks its files against their manifests)."""
-    root = tmp / f"variant-{manifest.name}-{name}"
-    (root / name).mkdir(parents=True, exist_ok=True)
-    (root / name / "model.onnx").write_bytes(model)
-    data = json.loads((manifest.path.parent / "manifest.json").read_text())
-    data.update(file="model.onnx", sha256=hashlib.sha256(model).hexdigest())
-    (root / name / "manifest.json").write_text(json.dumps(data))
-    return root
+def honest(case: Case, setting: Setting, name: str = "") -> Worker:
+    store = _store(case.models, case.cache, setting)
+    return Worker(name or f"honest {setting.label}", store, case.manifest.sha256)
 
 
-def dishonest(
-    tmp: Path, manifest: Manifest, name: str, model: bytes, setting: Setting = HONEST_SETTINGS[0]
-) -> Worker:
-    """A worker serving ``model`` in place of the manifest's file."""
-    root = variant_dir(tmp, manifest, name.replace(" ", "-"), model)
-    store = ModelStore(root, opt_level=setting.opt_level, threads=setting.threads)
-    return Worker(name, store, hashlib.sha256(model).hexdigest())
+def dishonest(case: Case, tmp: Path, name: str, model: bytes) -> Worker:
+    """A worker serving ``model`` in place of the manifest's file, at the first setting.
+    Its own models dir holds ``model`` under a copy of the manifest naming it (its
+    ``ModelStore`` checks files against manifests), beside links to the model's other
+    files (a tokenizer)."""
+    manifest = case.manifest
+    slug = name.replace(" ", "-")
+    directory = tmp / f"variant-{manifest.name}-{slug}" / slug
+    directory.mkdir(parents=True, exist_ok=True)
+    for other in manifest.directory.iterdir():
+        if other.name != "manifest.json" and not (directory / other.name).exists():
+            (directory / other.name).symlink_to(other.resolve())
+    (directory / "variant.onnx").write_bytes(model)
+    data = json.loads((manifest.directory / "manifest.json").read_text())
+    sha256 = hashlib.sha256(model).hexdigest()
+    data.update(source={"kind": "file"}, file="variant.onnx", sha256=sha256)
+    (directory / "manifest.json").write_text(json.dumps(data))
+    store = _store(directory.parent, case.cache, HONEST_SETTINGS[0])
+    return Worker(name, store, sha256)
 
 
-def _load(manifest: Manifest) -> onnx.ModelProto:
-    return onnx.load(str(manifest.path))
+def folded(case: Case, tmp: Path) -> Path:
+    """The honest model with its constants folded (onnxruntime's basic level)."""
+    out = tmp / f"{case.manifest.name}-folded.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(out)
+    options.log_severity_level = 3
+    ort.InferenceSession(model_bytes(case.manifest), options, providers=["CPUExecutionProvider"])
+    return out
 
 
-def _map_weights(
-    manifest: Manifest, change: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
-) -> bytes:
-    model = _load(manifest)
+def _map_weights(source: onnx.ModelProto, change: Callable[[Weights], Weights]) -> bytes:
+    model = onnx.ModelProto()
+    model.CopyFrom(source)
     for init in model.graph.initializer:
         array = numpy_helper.to_array(init)
         if array.dtype == np.float32 and array.size > 1:
             init.CopyFrom(numpy_helper.from_array(change(array).astype(np.float32), init.name))
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())
 
 
-def perturbed(manifest: Manifest, scale: float, seed: int = PERTURB_SEED) -> bytes:
+def perturbed(source: onnx.ModelProto, scale: float, seed: int = PERTURB_SEED) -> bytes:
     rng = np.random.default_rng(seed)
-    return _map_weights(manifest, lambda w: w * (1 + scale * rng.uniform(-1, 1, w.shape)))
+
+    def change(weights: Weights) -> Weights:
+        factor = 1 + scale * rng.uniform(-1.0, 1.0, weights.shape)
+        return (weights * factor).astype(np.float32)
+
+    return _map_weights(source, change)
 
 
-def fp16(manifest: Manifest) -> bytes:
-    return _map_weights(manifest, lambda w: w.astype(np.float16).astype(np.float32))
+def fp16(source: onnx.ModelProto) -> bytes:
+    return _map_weights(source, lambda w: w.astype(np.float16).astype(np.float32))
 
 
-def int8(manifest: Manifest, tmp: Path) -> bytes:
+def int8(source: Path) -> bytes:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    out = tmp / f"{manifest.name}-int8.onnx"
-    quantize_dynamic(str(manifest.path), str(out), weight_type=QuantType.QInt8)
+    out = source.with_suffix(".int8.onnx")
+    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8)
     return out.read_bytes()
 
 
-def with_tamper(worker: Worker, tamper: Tamper, name: str) -> Worker:
-    """The same session, fed inputs changed by ``tamper`` (hashing the job's own)."""
-    return replace(worker, name=name, tamper=tamper)
+ADVERSARIES = ("perturbed 1e-3", "perturbed 1e-5", "int8", "fp16", "changed input")
 
 
-# -- the models and their jobs --------------------------------------------------------------
-
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
-JOBS_PER_MODEL = 1_000
-
-
-@dataclass(frozen=True)
-class Case:
-    """A model, its jobs (one row each: a dishonest worker must be caught on every row) and
-    the smallest change of one input a dishonest worker might make."""
-
-    manifest: Manifest
-    models: Path
-    jobs: list[Arrays]
-    tamper: Tamper
-
-
-def digits_jobs(source: Path, count: int = JOBS_PER_MODEL) -> list[Arrays]:
-    """The 200 held-out digits of samples.json, then noisy copies of them (Gaussian, sigma
-    0.1, clipped to [0, 1]) and uniformly random images, from a fixed seed."""
-    samples = json.loads((source / "samples.json").read_text())
-    images = np.asarray(samples["images"], dtype=np.float32).reshape(-1, 1, 8, 8)[:count]
-    rng = np.random.default_rng(5)
-    noisy = max(0, count * 6 // 10 - len(images))
-    picks = images[rng.integers(len(images), size=noisy)]
-    made = [
-        images,
-        np.clip(picks + rng.normal(0.0, 0.1, picks.shape), 0.0, 1.0),
-        rng.random((count - len(images) - noisy, 1, 8, 8)),
-    ]
-    rows = np.concatenate(made).astype(np.float32)
-    return [{"input": np.ascontiguousarray(rows[i : i + 1])} for i in range(count)]
-
-
-def one_grey_level(inputs: Arrays) -> Arrays:
-    """The centre pixel moved by one of the digits' 16 grey levels, towards mid-grey."""
-    image = inputs["input"].copy()
-    pixel = image[0, 0, 4, 4]
-    image[0, 0, 4, 4] = pixel + 1 / 16 if pixel < 0.5 else pixel - 1 / 16
-    return {"input": image}
-
-
-def digits_case(tmp: Path, count: int = JOBS_PER_MODEL) -> Case:
-    source = REPO_MODELS / "digits-cnn"
-    return Case(
-        load_manifest(source), model_dir(tmp, source), digits_jobs(source, count), one_grey_level
-    )
-
-
-CASES: dict[str, Callable[[Path, int], Case]] = {"digits-cnn": digits_case}
-
-
-def adversaries(tmp: Path, case: Case) -> list[Worker]:
-    """Every dishonest worker, each claiming the class of an honest one at ``all/t1``."""
-    manifest = case.manifest
-    base = honest(case.models, manifest, HONEST_SETTINGS[0], "changed input")
+def adversaries(case: Case, tmp: Path) -> list[Worker]:
+    """Every dishonest worker, each claiming the honest class ``all/t1``."""
+    path = folded(case, tmp)
+    source = onnx.load(str(path))
+    changed = replace(honest(case, HONEST_SETTINGS[0]), name="changed input", tamper=case.tamper)
     return [
-        dishonest(tmp, manifest, "perturbed 1e-3", perturbed(manifest, 1e-3)),
-        dishonest(tmp, manifest, "perturbed 1e-5", perturbed(manifest, 1e-5)),
-        dishonest(tmp, manifest, "int8", int8(manifest, tmp)),
-        dishonest(tmp, manifest, "fp16", fp16(manifest)),
-        with_tamper(base, case.tamper, "changed input"),
+        dishonest(case, tmp, "perturbed 1e-3", perturbed(source, 1e-3)),
+        dishonest(case, tmp, "perturbed 1e-5", perturbed(source, 1e-5)),
+        dishonest(case, tmp, "int8", int8(path)),
+        dishonest(case, tmp, "fp16", fp16(source)),
+        changed,
     ]
+
+
+# -- every worker on every job ----------------------------------------------------------------
 
 
 @dataclass
 class Runs:
-    """Every worker's ballots on every job of one model."""
+    """Every worker's ballots, by job index, on the jobs it ran."""
 
     case: Case
-    honest: dict[str, list[Ballot]]  # by worker name, one per honest setting
-    twin: list[Ballot]  # a second session of the first setting
-    dishonest: dict[str, list[Ballot]]
+    honest: dict[str, dict[int, Ballot]]  # by worker name, one per honest setting
+    twin: dict[int, Ballot]  # a second session of the first setting
+    dishonest: dict[str, dict[int, Ballot]]
 
     @property
     def tolerance(self) -> float:
@@ -311,24 +306,25 @@ class Runs:
 
 
 def run_case(case: Case, tmp: Path) -> Runs:
-    """Every honest setting, a twin session and every dishonest worker on every job."""
-    model = case.manifest.model_hash
-    workers = [honest(case.models, case.manifest, s) for s in HONEST_SETTINGS]
-    twin = honest(case.models, case.manifest, HONEST_SETTINGS[0], "twin " + workers[0].name)
+    """Every honest setting, a twin session and every dishonest worker on their jobs."""
+    every = range(len(case.jobs))
+    workers = [honest(case, s) for s in HONEST_SETTINGS]
+    twin = honest(case, HONEST_SETTINGS[0], "twin " + workers[0].name)
     return Runs(
         case,
-        {w.name: [w.submit(model, job) for job in case.jobs] for w in workers},
-        [twin.submit(model, job) for job in case.jobs],
-        {w.name: [w.submit(model, job) for job in case.jobs] for w in adversaries(tmp, case)},
+        {w.name: w.run(case, every if i < 2 else case.sampled) for i, w in enumerate(workers)},
+        twin.run(case, case.sampled),
+        {w.name: w.run(case, case.sampled) for w in adversaries(case, tmp)},
     )
 
 
 def honest_spread(runs: Runs) -> dict[str, float]:
-    """The largest difference between two honest settings over every job, per pair."""
+    """The largest difference between two honest settings over their common jobs, per pair."""
     return {
         f"{a} vs {b}": max(
-            max_abs_diff(x.outputs, y.outputs)
-            for x, y in zip(runs.honest[a], runs.honest[b], strict=True)
+            max_abs_diff(ballot.outputs, runs.honest[b][job].outputs)
+            for job, ballot in runs.honest[a].items()
+            if job in runs.honest[b]
         )
         for a, b in itertools.combinations(runs.honest, 2)
     }
@@ -339,5 +335,5 @@ def closest_approach(runs: Runs, adversary: str) -> float:
     return min(
         max_abs_diff(cheat.outputs, fair[job].outputs)
         for fair in runs.honest.values()
-        for job, cheat in enumerate(runs.dishonest[adversary])
+        for job, cheat in runs.dishonest[adversary].items()
     )

@@ -5,8 +5,9 @@ latter standing in for another ISA tier; one or two threads) and in separate ses
 reach consensus on every one of 1,000 one-row jobs per model. A dishonest worker (weights
 perturbed by 1e-3 or 1e-5 relative, an int8 or float16 copy, an input changed by one step)
 claims an honest class and must be outvoted, with a safety fault, on every job it touches:
-in its honest twin's class (where hashes must match) and against honest workers of other
-classes only (where the model's ``tolerance_abs`` decides).
+against its twin's class (where hashes must match) and alone in its class against two
+other classes (where the model's ``tolerance_abs`` decides). Which jobs each worker runs:
+``agreement_cases.py``; the figures: ``bench/agreement.py``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from agreement_cases import CASES, JOBS_PER_MODEL
 from agreement_support import (
-    CASES,
+    ADVERSARIES,
     HONEST_SETTINGS,
-    JOBS_PER_MODEL,
     Runs,
     closest_approach,
     decide,
@@ -25,8 +26,6 @@ from agreement_support import (
     run_case,
     tally_ballots,
 )
-
-ADVERSARIES = ("perturbed 1e-3", "perturbed 1e-5", "int8", "fp16", "changed input")
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -36,34 +35,37 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_agreement_honest_settings_reach_consensus_on_every_job(runs: Runs) -> None:
-    ballots = [*runs.honest.values(), runs.twin]
-    classes = {b[0].fingerprint for b in ballots}
-    assert len(classes) == len(HONEST_SETTINGS)  # the twin shares its setting's class
+    workers = [*runs.honest.values(), runs.twin]
     split: list[int] = []
-    for job, job_ballots in enumerate(zip(*ballots, strict=True)):
-        everyone = tally_ballots(job_ballots, runs.tolerance)
-        pairs = [decide(pair, runs.tolerance) for pair in itertools.combinations(job_ballots, 2)]
-        if not everyone.unanimous or not all(d.tally.unanimous for d in pairs):
+    for job in range(len(runs.case.jobs)):
+        ballots = [w[job] for w in workers if job in w]
+        everyone = tally_ballots(ballots, runs.tolerance)
+        pairs = [decide(pair, runs.tolerance) for pair in itertools.combinations(ballots, 2)]
+        if len(ballots) < 2 or not everyone.unanimous or not all(d.accepted for d in pairs):
             split.append(job)
     worst = honest_spread(runs)
-    assert job + 1 == len(runs.case.jobs) >= 1_000  # every job was checked
+    first, second = list(runs.honest.values())[:2]
+    assert len(first) == len(second) == len(runs.case.jobs) >= 1_000
+    assert len({b.fingerprint for w in workers for b in w.values()}) == len(HONEST_SETTINGS)
     assert not split, f"{len(split)} jobs without consensus (first {split[:5]}); {worst}"
-    assert 0 < max(worst.values()) < runs.tolerance  # classes differ, and within tolerance
+    assert 0 < max(worst.values()) < runs.tolerance, worst  # classes differ, within tolerance
 
 
 def test_agreement_one_setting_in_separate_sessions_is_bit_identical(runs: Runs) -> None:
     first = next(iter(runs.honest.values()))
-    assert [b.answer for b in first] == [b.answer for b in runs.twin]
-    assert len({b.result_hash for b in first}) == len(first)  # every job its own answer
+    assert runs.twin and all(b.answer == first[job].answer for job, b in runs.twin.items())
+    assert len({b.result_hash for b in first.values()}) == len(first)  # each job its answer
 
 
 @pytest.mark.parametrize("adversary", ADVERSARIES)
 def test_agreement_dishonest_worker_is_outvoted_on_every_job(runs: Runs, adversary: str) -> None:
-    """Against its twin's class, then alone in its class against two honest classes."""
+    """Against its twin's class, then alone in its class against two honest classes. The
+    first two ballots are the job's replicas: the dishonest one with one honest one never
+    stands (the reconciler asks the third), and the three decide by majority."""
     same, disabled, two_threads = runs.honest.values()
     bad = runs.dishonest[adversary]
     missed: list[tuple[int, str]] = []
-    for job, cheat in enumerate(bad):
+    for job, cheat in bad.items():
         assert cheat.fingerprint == same[job].fingerprint  # it claims an honest class
         scenarios = {
             "same class": [same[job], cheat, disabled[job]],
@@ -81,22 +83,9 @@ def test_agreement_dishonest_worker_is_outvoted_on_every_job(runs: Runs, adversa
             if not caught:
                 missed.append((job, scenario))
     closest = closest_approach(runs, adversary)
+    assert len(bad) >= len(runs.case.jobs) // runs.case.stride
     assert not missed, (
         f"{adversary} escaped on {len(missed)} of {len(bad)} jobs (first {missed[:5]}); "
         f"closest to honest {closest:.3g}, tolerance {runs.tolerance:.3g}"
     )
     assert closest > runs.tolerance, f"{adversary}: {closest:.3g} <= {runs.tolerance:.3g}"
-
-
-def test_agreement_dishonest_pair_alone_never_reaches_consensus(runs: Runs) -> None:
-    """One dishonest vote against one honest vote of another class: never accepted as it
-    stands (the reconciler asks a third replica)."""
-    disabled = runs.honest[f"honest {HONEST_SETTINGS[1].label}"]
-    for adversary in ADVERSARIES:
-        bad = runs.dishonest[adversary]
-        agreed = [
-            job
-            for job, (cheat, fair) in enumerate(zip(bad, disabled, strict=True))
-            if decide([cheat, fair], runs.tolerance).accepted
-        ]
-        assert not agreed, f"{adversary} agreed with an honest vote on jobs {agreed[:5]}"
