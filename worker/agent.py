@@ -1,9 +1,17 @@
-"""The worker loop: pull assignments, check them, run them, attest, submit.
+"""The agent: pull assignments, run them in the inference pool, submit the signed results,
+hand back what it will not answer, and tell the API it is alive.
 
-A job is signed only after its inputs were decoded and re-hashed to the assignment's
-``input_hash``; anything else is skipped (logged and counted, never signed). Results of one
-pull go back in one POST. When the stop event is set the agent finishes the jobs it holds,
-submits them (retrying for at most ``shutdown_grace_s``) and returns.
+The caller's thread talks to the API while the pool computes, so the network does not idle
+the cores: the agent holds up to ``held_limit()`` assignments (queued, running, or waiting to
+be submitted), pulls more whenever there is room for a batch, and submits finished results in
+batches of ``submit_batch`` (after ``submit_linger_s`` at most, at once when nothing else
+runs). A heartbeat goes out every ``heartbeat_interval_s`` whatever the agent is doing.
+
+Skipped assignments (malformed, an unknown model, inputs that do not hash to the assignment,
+a failed inference) are counted, never signed, and handed back so that another contributor's
+worker runs them. On stop, jobs not yet started are handed back at once; running ones may
+take two thirds of ``shutdown_grace_s`` to finish, and the rest of the grace goes to
+submitting results and handing back whatever is left.
 """
 
 from __future__ import annotations
@@ -11,26 +19,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent import futures
 from dataclasses import asdict
 from typing import Any
 
-import numpy.typing as npt
 from eth_account.signers.local import LocalAccount
 
 from protocol.contracts import Deployment
-from protocol.eip712 import Attestation, Domain, sign_attestation
-from protocol.errors import ProtocolError
-from protocol.hashing import result_hash
-from protocol.tensors import encode
 from worker.api_client import ApiClient, SubmitStatus
-from worker.assignment import Job, parse_assignment
 from worker.config import WorkerSettings
-from worker.errors import ApiError, ApiUnavailable, AuthRefused, WorkerError
+from worker.errors import ApiError, ApiUnavailable, AuthRefused
+from worker.holdings import Holdings, job_key
 from worker.inference import ModelStore
-from worker.retry import Backoff, Grace
+from worker.pool import Pool
+from worker.retry import Backoff, Cancel, Deadline, Grace
+from worker.runner import Done, JobRunner, RunnerSpec, Skipped
 from worker.stats import Stats
 
 logger = logging.getLogger(__name__)
+
+MAX_WAIT_S = 0.25  # the loop looks at the stop event at least this often
+RUN_SHARE_OF_GRACE = 2 / 3  # on stop, the part of the grace running jobs may take
 
 
 class Agent:
@@ -42,50 +51,57 @@ class Agent:
         client: ApiClient,
     ) -> None:
         self.settings = settings
-        self.stats = Stats()
+        self.stats = Stats(workers=settings.pool_size())
+        self.fingerprint = store.fingerprint()
+        self.deployment: Deployment | None = None
         self._account = account
         self._store = store
         self._client = client
-        self.fingerprint = store.fingerprint()
-        self._fingerprint_digest = self.fingerprint.digest()
-        self._fingerprint_wire = asdict(self.fingerprint)
-        self.deployment: Deployment | None = None
-        self._domain: Domain | None = None
+        self._held = Holdings()
+        self._pool: Pool | None = None
+        self._stopping = False
+        self._missing: set[str] = set()  # optional routes this API does not have
+        self._next_beat = 0.0
+        self._next_earnings = 0.0
 
     def run(self, stop: threading.Event) -> Stats:
         """Work until ``stop`` is set; returns the counters. Raises ``AuthRefused`` when the
         API refuses this worker's sign-in (nothing else in the loop is fatal)."""
         logger.info(
-            "worker %s starting",
+            "worker %s starting with %d inference %s",
             self._account.address,
-            extra={"event": "start", "fingerprint": self._fingerprint_wire},
+            self.stats.workers,
+            "thread" if self.stats.workers == 1 else "processes",
+            extra={"event": "start", "fingerprint": asdict(self.fingerprint)},
         )
         if not self._connect(stop):
             return self._finish()
-        idle = Backoff(self.settings.poll_interval_s, self.settings.max_idle_sleep_s, lambda: 1.0)
-        errors = Backoff(self.settings.backoff_initial_s, self.settings.max_backoff_s)
-        last_stats = time.monotonic()
-        while not stop.is_set():
-            try:
-                worked = self._cycle(stop)
-                errors.reset()
-            except AuthRefused:
-                raise
-            except ApiUnavailable:
-                break  # only raised once stop was set
-            except ApiError as exc:
-                self.stats.api_errors += 1
-                logger.error("API error: %s", exc, extra={"event": "api_error", "code": exc.error})
-                stop.wait(errors.next_delay())
-                continue
-            if worked:
-                idle.reset()
-            else:
-                stop.wait(idle.next_delay())
-            if time.monotonic() - last_stats >= self.settings.stats_interval_s:
-                last_stats = time.monotonic()
-                logger.info(self.stats.line(), extra={"event": "stats", **self.stats.as_dict()})
+        self._pool = self._new_pool()
+        clean = False
+        try:
+            self._loop(stop)
+            self._wind_down(stop)
+            clean = True
+        finally:
+            self._pool.close(kill=not clean)
         return self._finish()
+
+    def spec(self) -> RunnerSpec:
+        """What each inference process is built from (after ``_connect``)."""
+        if self.deployment is None:
+            raise RuntimeError("spec() before the agent connected")
+        return RunnerSpec(
+            models_dir=self.settings.models_dir,
+            opt_level=self.settings.opt_level,
+            threads=self.settings.threads,
+            key=bytes(self._account.key),
+            domain=self.deployment.registry_domain,
+            fingerprint=self.fingerprint,
+            max_tensor_bytes=self.settings.max_tensor_bytes,
+            max_inputs=self.settings.max_inputs_per_job,
+        )
+
+    # --- connecting and the loop -----------------------------------------------------------
 
     def _connect(self, stop: threading.Event) -> bool:
         """Read the deployment and sign in, retrying API errors; False if stopped first."""
@@ -105,7 +121,6 @@ class Agent:
                 logger.error("API error while connecting: %s", exc, extra={"event": "api_error"})
                 if stop.wait(errors.next_delay()):
                     return False
-        self._domain = self.deployment.registry_domain
         logger.info(
             "attesting for chain %d, registry %s",
             self.deployment.chain_id,
@@ -114,83 +129,170 @@ class Agent:
         )
         return True
 
-    def _finish(self) -> Stats:
-        logger.info(
-            "worker stopped: %s", self.stats.line(), extra={"event": "stop", **self.stats.as_dict()}
-        )
-        return self.stats
+    def _new_pool(self) -> Pool:
+        spec = self.spec()
+        size = self.stats.workers
+        return Pool(spec, size, JobRunner(spec, self._store) if size == 1 else None)
 
-    def _cycle(self, stop: threading.Event) -> bool:
-        """One pull, the work on it and one submit; False when there was nothing to do."""
-        assignments = self._client.pull(self.settings.pull_batch, stop)
-        if not assignments:
+    def _loop(self, stop: threading.Event) -> None:
+        errors = Backoff(self.settings.backoff_initial_s, self.settings.max_backoff_s)
+        idle = Backoff(self.settings.poll_interval_s, self.settings.max_idle_sleep_s, lambda: 1.0)
+        next_pull = last_stats = time.monotonic()
+        while not stop.is_set():
+            try:
+                self._collect()
+                self._flush(Grace(stop, self.settings.shutdown_grace_s), force=False)
+                self._beat(stop)
+                if time.monotonic() >= next_pull and self._pull_due():
+                    if self._pull(stop):
+                        idle.reset()
+                    else:
+                        next_pull = time.monotonic() + idle.next_delay()
+                errors.reset()
+            except AuthRefused:
+                raise
+            except ApiUnavailable:
+                break  # only raised once stop was set
+            except ApiError as exc:
+                self.stats.api_errors += 1
+                logger.error("API error: %s", exc, extra={"event": "api_error", "code": exc.error})
+                stop.wait(errors.next_delay())
+                continue
+            self._wait(stop, next_pull)
+            if time.monotonic() - last_stats >= self.settings.stats_interval_s:
+                last_stats = time.monotonic()
+                logger.info(self.stats.line(), extra={"event": "stats", **self.stats.as_dict()})
+
+    def _wait(self, stop: threading.Event, next_pull: float) -> None:
+        """Until a job finishes, or the next pull, submission or heartbeat is due."""
+        due = [self._next_beat]
+        if self._pull_due():
+            due.append(next_pull)
+        if self._held.ready_since is not None:
+            due.append(self._held.ready_since + self.settings.submit_linger_s)
+        timeout = min(max(0.0, min(due) - time.monotonic()), MAX_WAIT_S)
+        if self._held.running:
+            futures.wait(list(self._held.running), timeout, futures.FIRST_COMPLETED)
+        elif timeout > 0:
+            stop.wait(timeout)
+
+    # --- pulling and running ---------------------------------------------------------------
+
+    def _pull_due(self) -> bool:
+        """Room for a batch (or for anything, when nothing is held)."""
+        limit, held = self.settings.held_limit(), self._held.count()
+        room = limit - held
+        return room >= min(self.settings.pull_batch, max(1, limit // 2)) or (held == 0)
+
+    def _pull(self, stop: threading.Event) -> bool:
+        """Pull and start the new assignments; False when none were new. Held ones come back
+        in the answer (the API delivers until answered), so the request asks for them too."""
+        if self._pool is None:
+            raise RuntimeError("_pull() without a pool")
+        held = self._held.count()
+        want = min(self.settings.pull_batch, self.settings.held_limit() - held)
+        if want <= 0:
             return False
-        self.stats.pulled += len(assignments)
-        results = [r for r in (self.process(raw) for raw in assignments) if r is not None]
-        if results:
-            self._submit(results, Grace(stop, self.settings.shutdown_grace_s))
-        return True
+        new = 0
+        for raw in self._client.pull(held + want, stop):
+            key, has_id = job_key(raw)
+            if new >= want or self._held.holds(key):
+                continue
+            new += 1
+            self.stats.pulled += 1
+            if not has_id:  # cannot be run, nor handed back without an id
+                self._held.ignore(key)
+                self._skip(Skipped(None, "malformed_assignment", "no well-formed job_id"))
+                continue
+            try:
+                future = self._pool.submit(raw)
+            except futures.BrokenExecutor:  # a process died while the pool was idle
+                self._restart_pool()
+                future = self._pool.submit(raw)
+            self._held.start(future, key)
+        self.stats.held = self._held.count()
+        return new > 0
 
-    def process(self, raw: Any) -> dict[str, Any] | None:
-        """The signed result of one raw assignment, or None when it was skipped."""
-        started = time.perf_counter()
-        job_id = raw.get("job_id") if isinstance(raw, dict) else None
-        try:
-            job = parse_assignment(
-                raw,
-                max_tensor_bytes=self.settings.max_tensor_bytes,
-                max_inputs=self.settings.max_inputs_per_job,
-            )
-            checked = time.perf_counter()
-            outputs = self._store.run(job.model_hash.hex(), job.inputs)
-            ran = time.perf_counter()
-            result = self.attest(job, outputs)
-        except (WorkerError, ProtocolError) as exc:
-            self._skip(job_id, exc.code, exc.detail)
-            return None
-        except Exception as exc:  # a bug must not stop the worker; it is logged with a trace
-            logger.exception("unexpected failure on job %s", job_id)
-            self._skip(job_id, "internal_error", repr(exc))
-            return None
-        self.stats.signed += 1
-        self.stats.rows += job.rows
-        self.stats.inference_s += ran - checked
-        self.stats.overhead_s += (checked - started) + (time.perf_counter() - ran)
-        return result
+    def _collect(self) -> None:
+        """Take the outcomes of finished jobs; a dead inference process restarts the pool."""
+        broken = False
+        for future in [f for f in self._held.running if f.done()]:
+            key = self._held.finish(future)
+            if future.cancelled():
+                continue
+            try:
+                outcome = future.result()
+            except Exception as exc:  # BrokenProcessPool: a process died under this job
+                broken = True
+                self.stats.errors += 1
+                self._held.hand_back(key)
+                logger.error(
+                    "job %s lost with its inference process: %r",
+                    key,
+                    exc,
+                    extra={"event": "pool_broken", "job_id": key},
+                )
+                continue
+            if isinstance(outcome, Done):
+                self.stats.add_signed(outcome.rows, outcome.inference_s, outcome.overhead_s)
+                self._held.add_ready(key, outcome.result)
+            else:
+                self._held.hand_back(key)
+                self._skip(outcome)
+        self.stats.held = self._held.count()
+        if broken and not self._stopping:
+            self._restart_pool()
 
-    def attest(self, job: Job, outputs: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
-        """Hash the result, sign the attestation and build the wire result."""
-        if self._domain is None:
-            raise RuntimeError("attest() before the agent connected")
-        digest = result_hash(job.model_hash, job.inputs, outputs)
-        attestation = Attestation(
-            job.job_id, job.model_hash, job.input_hash, digest, self._fingerprint_digest
-        )
-        signature = sign_attestation(self._domain, attestation, bytes(self._account.key))
-        return {
-            "job_id": job.job_id_hex,
-            "result_hash": "0x" + digest.hex(),
-            "fingerprint": self._fingerprint_wire,
-            "outputs": {name: encode(array) for name, array in outputs.items()},
-            "signature": "0x" + signature.hex(),
-        }
+    def pool_pids(self) -> list[int]:
+        """The inference processes' ids (none while stopped, or with a single thread)."""
+        return self._pool.pids() if self._pool is not None else []
 
-    def _skip(self, job_id: object, code: str, detail: str) -> None:
+    def _restart_pool(self) -> None:
+        for future, key in list(self._held.running.items()):  # failed with it, or will
+            self._held.finish(future)
+            self._held.hand_back(key)
+        if self._pool is not None:
+            self._pool.close(kill=True)
+        self._pool = self._new_pool()
+        logger.warning("inference pool restarted", extra={"event": "pool_restarted"})
+
+    def _skip(self, skipped: Skipped) -> None:
         self.stats.errors += 1
-        logger.warning(
-            "skipped job %s: %s: %s",
-            job_id,
-            code,
-            detail,
-            extra={"event": "skipped", "job_id": str(job_id), "code": code},
+        log = logger.error if skipped.trace else logger.warning
+        log(
+            "skipped job %s: %s: %s%s",
+            skipped.job_id,
+            skipped.code,
+            skipped.detail,
+            "\n" + skipped.trace if skipped.trace else "",
+            extra={"event": "skipped", "job_id": str(skipped.job_id), "code": skipped.code},
         )
 
-    def _submit(self, results: list[dict[str, Any]], cancel: Grace) -> None:
+    # --- submitting, handing back, heartbeats ----------------------------------------------
+
+    def _flush(self, cancel: Cancel, *, force: bool) -> None:
+        """Submit the results that are due (all of them when ``force``), then hand back."""
+        size = self.settings.submit_batch
+        while self._held.ready and (force or self._submit_due()):
+            self._submit(self._held.take_ready(size), cancel)
+        while self._held.to_release:
+            self._release(self._held.take_release(size), cancel)
+        self.stats.held = self._held.count()
+
+    def _submit_due(self) -> bool:
+        ready, since = self._held.ready, self._held.ready_since
+        return (
+            len(ready) >= self.settings.submit_batch
+            or not self._held.running
+            or (since is not None and time.monotonic() - since >= self.settings.submit_linger_s)
+        )
+
+    def _submit(self, results: list[dict[str, Any]], cancel: Cancel) -> None:
         try:
             statuses = self._client.submit(results, cancel)
         except AuthRefused:
             raise
-        except ApiError as exc:
+        except ApiError as exc:  # the results are dropped; the API delivers the jobs again
             self.stats.errors += len(results)
             self.stats.api_errors += 1
             logger.error(
@@ -214,6 +316,7 @@ class Agent:
                 self.stats.add_done()
             else:
                 self.stats.refused += 1
+                self._held.hand_back(job_id)  # a no-op for the API unless it still holds it
                 logger.warning(
                     "job %s refused: %s: %s",
                     job_id,
@@ -222,3 +325,99 @@ class Agent:
                     extra={"event": "refused", "job_id": job_id, "code": status.error},
                 )
         logger.debug("submitted %d results", len(results), extra={"event": "submitted"})
+
+    def _release(self, job_ids: list[str], cancel: Cancel) -> None:
+        if "release" in self._missing:
+            return
+        reason = "stopping" if self._stopping else "skipped"
+        try:
+            released = self._client.release(job_ids, reason, cancel)
+        except AuthRefused:
+            raise
+        except ApiError as exc:  # not retried: the deadline hands them on instead
+            self._optional_failed("release", exc)
+            return
+        self.stats.handed_back += len(released)
+        logger.info(
+            "handed back %d jobs (%s)",
+            len(released),
+            reason,
+            extra={"event": "handed_back", "jobs": released, "reason": reason},
+        )
+
+    def _beat(self, stop: threading.Event) -> None:
+        now = time.monotonic()
+        timeout_s = min(self.settings.heartbeat_interval_s, self.settings.request_timeout_s)
+        if now >= self._next_beat and "heartbeat" not in self._missing:
+            self._next_beat = now + self.settings.heartbeat_interval_s
+            try:
+                presence = self._client.heartbeat(Deadline(stop, timeout_s))
+            except AuthRefused:
+                raise
+            except ApiError as exc:
+                self._optional_failed("heartbeat", exc)
+            else:
+                if presence.eligible is False and self.stats.eligible is not False:
+                    logger.warning(
+                        "the API gives this worker no new work: it is not eligible on chain "
+                        "(registration, stake or jail)",
+                        extra={"event": "not_eligible"},
+                    )
+                self.stats.eligible = presence.eligible
+        every = self.settings.earnings_interval_s
+        if every > 0 and now >= self._next_earnings and "earnings" not in self._missing:
+            self._next_earnings = now + every
+            try:
+                earnings = self._client.earnings(Deadline(stop, timeout_s))
+            except AuthRefused:
+                raise
+            except ApiError as exc:
+                self._optional_failed("earnings", exc)
+            else:
+                self.stats.pending_wei = earnings.pending_wei
+
+    def _optional_failed(self, what: str, exc: ApiError) -> None:
+        if exc.status in (404, 405):
+            self._missing.add(what)
+            logger.info("this API has no %s route; not asking again", what)
+            return
+        self.stats.api_errors += 1
+        logger.warning("%s failed: %s", what, exc, extra={"event": f"{what}_failed"})
+
+    # --- stopping --------------------------------------------------------------------------
+
+    def _wind_down(self, stop: threading.Event) -> None:
+        """Hand back what has not started, let running jobs finish, submit, hand back the
+        rest; all within ``shutdown_grace_s``."""
+        self._stopping = True
+        grace = Grace(stop, self.settings.shutdown_grace_s)
+        grace.is_set()  # the grace starts now
+        for future, key in list(self._held.running.items()):
+            if future.cancel():
+                self._held.finish(future)
+                self._held.hand_back(key)
+        logger.info(
+            "stopping: %d jobs running, %d results to submit, %d to hand back",
+            len(self._held.running),
+            len(self._held.ready),
+            len(self._held.to_release),
+            extra={"event": "winding_down"},
+        )
+        until = time.monotonic() + self.settings.shutdown_grace_s * RUN_SHARE_OF_GRACE
+        while self._held.running and time.monotonic() < until:
+            timeout = min(MAX_WAIT_S, max(0.0, until - time.monotonic()))
+            futures.wait(list(self._held.running), timeout, futures.FIRST_COMPLETED)
+            self._collect()
+        for future, key in list(self._held.running.items()):  # out of time
+            self._held.finish(future)
+            self._held.hand_back(key)
+        try:
+            self._flush(grace, force=True)
+        except ApiError as exc:  # the grace ran out; the deadlines hand the jobs on
+            logger.error("could not finish handing over: %s", exc, extra={"event": "api_error"})
+
+    def _finish(self) -> Stats:
+        logger.info(
+            "worker stopped: %s", self.stats.line(), extra={"event": "stop", **self.stats.as_dict()}
+        )
+        return self.stats

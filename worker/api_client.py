@@ -1,4 +1,5 @@
-"""The worker's side of the API's HTTP contract (``/v1/auth``, ``/v1/chain``, ``/v1/work``).
+"""The worker's side of the API's HTTP contract (``/v1/auth``, ``/v1/chain``, ``/v1/work``:
+pull, submit, hand back, heartbeat, earnings).
 
 Sign-in is a challenge signed with EIP-191 personal_sign; later requests carry the bearer
 token, and a 401 signs in again once. An unreachable API, a 5xx or a 429 is retried with
@@ -40,6 +41,18 @@ class SubmitStatus:
         return self.status == "accepted"
 
 
+@dataclass(frozen=True)
+class Presence:
+    eligible: bool
+    in_flight: int
+
+
+@dataclass(frozen=True)
+class Earnings:
+    pending_wei: int
+    pending_jobs: int
+
+
 class ApiClient:
     def __init__(
         self,
@@ -60,6 +73,7 @@ class ApiClient:
         self._token: str | None = None
         self._token_expires_at = 0.0
         self.contributor: str | None = None
+        self.failed_attempts = 0  # requests that failed and were retried or given up
 
     def close(self) -> None:
         self._http.close()
@@ -127,6 +141,30 @@ class ApiClient:
             )
         return statuses
 
+    def release(self, job_ids: list[str], reason: str, cancel: Cancel | None = None) -> list[str]:
+        """Hand assignments back; returns the ids the API took back."""
+        path = "/v1/work/release"
+        body = {"job_ids": job_ids, "reason": reason}
+        data = self._call("POST", path, cancel or Never(), body=body, auth=True)
+        return [str(j).lower() for j in _field(data, "released", list, path)]
+
+    def heartbeat(self, cancel: Cancel | None = None) -> Presence:
+        path = "/v1/work/heartbeat"
+        data = self._call("POST", path, cancel or Never(), auth=True)
+        return Presence(
+            eligible=bool(_field(data, "eligible", bool, path)),
+            in_flight=int(_field(data, "in_flight", int, path)),
+        )
+
+    def earnings(self, cancel: Cancel | None = None) -> Earnings:
+        path = "/v1/work/earnings"
+        data = self._call("GET", path, cancel or Never(), auth=True)
+        try:
+            pending_wei = int(_field(data, "pending_wei", str, path))
+        except ValueError:
+            raise BadResponse(path, 200, "pending_wei must be a decimal string") from None
+        return Earnings(pending_wei, int(_field(data, "pending_jobs", int, path)))
+
     # --- plumbing --------------------------------------------------------------------------
 
     def _call(
@@ -179,6 +217,7 @@ class ApiClient:
                 if response.status_code < 500 and response.status_code not in RETRY_STATUSES:
                     return response
                 problem = f"HTTP {response.status_code} {_error_code(response)}"
+            self.failed_attempts += 1
             delay = backoff.next_delay()
             if cancel.is_set():
                 raise ApiUnavailable(path, backoff.attempts, problem)

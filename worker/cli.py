@@ -11,14 +11,13 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from eth_account.signers.local import LocalAccount
-from pydantic import ValidationError
 from rich.console import Console
 
 from worker.agent import Agent
 from worker.api_client import ApiClient
-from worker.config import WorkerSettings
+from worker.config import ENV_PREFIX, WorkerSettings, load_settings
 from worker.display import live_status
-from worker.errors import AuthRefused, KeyFileError, ModelStoreError
+from worker.errors import AuthRefused, ConfigError, KeyFileError, ModelStoreError
 from worker.inference import ModelStore
 from worker.keys import create_key_file, load_key
 from worker.logs import configure_logging
@@ -62,16 +61,20 @@ def _password(password_env: str | None) -> str | None:
     return value
 
 
-def _settings(**overrides: Any) -> WorkerSettings:
-    given = {key: value for key, value in overrides.items() if value is not None}
+def _settings(**flags: Any) -> WorkerSettings:
     try:
-        return WorkerSettings(**given)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        _fail(f"invalid settings ({problems}); flags or INFERLEDGER_WORKER_* variables", EXIT_USAGE)
+        return load_settings(flags)
+    except ConfigError as exc:
+        _fail(exc.detail if exc.path is None else str(exc), EXIT_USAGE)
+
+
+def _settings_help() -> str:
+    """Every setting: its name (flag, variable, file), default and meaning."""
+    lines = []
+    for name, info in WorkerSettings.model_fields.items():
+        default = "required" if info.is_required() else str(info.default).lower()
+        lines.append(f"{name} ({ENV_PREFIX}{name.upper()}; default {default}): {info.description}")
+    return "\n\n".join(lines)
 
 
 INIT_HELP = (
@@ -81,9 +84,13 @@ INIT_HELP = (
 )
 RUN_HELP = (
     "Pull jobs, run them, sign attestations and submit results until SIGTERM or SIGINT.\n\n"
-    "Every flag can also be set as INFERLEDGER_WORKER_<NAME> (for instance "
-    "INFERLEDGER_WORKER_KEY_FILE); flags win. On the first SIGTERM or SIGINT the jobs held "
-    "are finished and submitted, then the worker exits 0; a second one stops it at once."
+    "Settings come from flags, then INFERLEDGER_WORKER_<NAME> environment variables, then a "
+    "TOML file (--config, or INFERLEDGER_WORKER_CONFIG) holding `name = value` lines, then the "
+    "defaults: the first that gives one wins. An unknown name or a bad value stops the worker "
+    "before it starts. On the first SIGTERM or SIGINT, jobs not started are handed back, "
+    "running ones finish, results are submitted within the shutdown grace, and the worker "
+    "exits 0; a second one stops it at once.\n\n"
+    "Every setting:\n\n"
 )
 
 
@@ -111,8 +118,11 @@ def init(
     typer.echo(account.address)
 
 
-@app.command(help=RUN_HELP)
+@app.command(help=RUN_HELP + _settings_help())
 def run(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A TOML file of settings (see below).")
+    ] = None,
     api_url: Annotated[str | None, typer.Option("--api-url", help="Base URL of the API.")] = None,
     key_file: Annotated[
         Path | None, typer.Option("--key-file", help="Key file made by `init`.")
@@ -120,12 +130,16 @@ def run(
     models_dir: Annotated[
         Path | None, typer.Option("--models-dir", help="Directory of <model>/manifest.json.")
     ] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option("--workers", help="Inference processes: a number, or auto (CPUs / threads)."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="onnxruntime intra-op threads per process.")
+    ] = None,
     opt_level: Annotated[
         OptLevelChoice | None,
         typer.Option("--opt-level", help="onnxruntime graph optimisation level."),
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="onnxruntime intra-op threads.")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="A label for logs.")] = None,
     json_logs: Annotated[
@@ -134,16 +148,20 @@ def run(
     password_env: PasswordEnv = None,
 ) -> None:
     settings = _settings(
+        config=config,
         api_url=api_url,
         key_file=key_file,
         models_dir=models_dir,
-        opt_level=opt_level,
+        workers=workers,
+        threads=threads,
+        opt_level=opt_level.value if opt_level is not None else None,
         name=name,
         json_logs=True if json_logs else None,
+        password_env=password_env,
     )
     console = Console(stderr=True)
     configure_logging(json_logs=settings.json_logs, console=console)
-    account, store = _load(settings, _password(password_env))
+    account, store = _load(settings, _password(settings.password_env))
     stop = threading.Event()
     restore = install_stop_handlers(stop)
     try:

@@ -3,6 +3,7 @@
 Every error keeps its data as attributes and has a stable snake_case ``code``.
 
 WorkerError
+├── ConfigError               a config file or a setting that is refused
 ├── KeyFileError              a key file that is missing, malformed, or cannot be unlocked
 │   └── WrongPassword         the keystore's password does not decrypt it
 ├── ModelStoreError           a models dir that is missing or empty, or a model that is refused
@@ -33,6 +34,14 @@ class WorkerError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class ConfigError(WorkerError):
+    code = "config_error"
+
+    def __init__(self, path: Path | None, detail: str) -> None:
+        super().__init__(f"config file {path}: {detail}" if path else detail)
+        self.path = path
 
 
 class KeyFileError(WorkerError):

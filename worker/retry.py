@@ -62,6 +62,24 @@ class Grace:
         return self.is_set()
 
 
+class Deadline:
+    """Cancels after ``timeout_s``, or at once when ``stop`` is set: for calls that may be
+    skipped (a heartbeat), so that an API that is away does not hold the agent up."""
+
+    def __init__(self, stop: threading.Event, timeout_s: float) -> None:
+        self._stop = stop
+        self._until = time.monotonic() + timeout_s
+
+    def is_set(self) -> bool:
+        return self._stop.is_set() or time.monotonic() >= self._until
+
+    def wait(self, timeout: float | None = None) -> bool:
+        remaining = self._until - time.monotonic()
+        if remaining > 0:
+            self._stop.wait(min(timeout or 0.0, remaining))
+        return self.is_set()
+
+
 class Backoff:
     """Exponential delays from ``initial_s`` up to ``max_s``, each with "equal jitter"
     (a random value in [d/2, d]) so that many workers do not retry in lockstep."""

@@ -115,4 +115,5 @@ def settings(fake_api: FakeApi, key_file: Path, models_dir: Path) -> WorkerSetti
         max_backoff_s=0.05,
         request_timeout_s=5,
         shutdown_grace_s=2,
+        workers=1,
     )

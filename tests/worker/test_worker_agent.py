@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from eth_account.signers.local import LocalAccount
+from running_agent import Running
 from worker_fake_api import CHAIN, FakeApi, make_assignment
 
 from protocol.contracts import Deployment
@@ -18,43 +20,11 @@ from protocol.eip712 import Attestation, recover_attestation
 from protocol.hashing import result_hash
 from protocol.manifest import load_models
 from protocol.tensors import decode
-from worker.agent import Agent
-from worker.api_client import ApiClient
 from worker.config import WorkerSettings
 from worker.errors import AuthRefused
 from worker.inference import ModelStore
-from worker.stats import Stats
 
 DOMAIN = Deployment.from_dict({**CHAIN, "block": 0}).registry_domain
-
-
-class Running:
-    """An agent running in a thread until ``stop()``."""
-
-    def __init__(self, settings: WorkerSettings, account: LocalAccount) -> None:
-        self.store = ModelStore(settings.models_dir)
-        self.client = ApiClient(settings, account)
-        self.agent = Agent(settings, account, self.store, self.client)
-        self.event = threading.Event()
-        self.result: Stats | BaseException | None = None
-        self.thread = threading.Thread(target=self._main, daemon=True)
-        self.thread.start()
-
-    def _main(self) -> None:
-        try:
-            self.result = self.agent.run(self.event)
-        except BaseException as exc:  # handed to the test thread
-            self.result = exc
-
-    def stop(self) -> Stats:
-        self.event.set()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
-        self.client.close()
-        if isinstance(self.result, BaseException):
-            raise self.result
-        assert isinstance(self.result, Stats)
-        return self.result
 
 
 def _model(settings: WorkerSettings) -> str:
@@ -85,7 +55,37 @@ def _check_signed(
     assert recover_attestation(DOMAIN, attestation, signature) == address
 
 
-def test_agent_signs_good_jobs_and_skips_bad_ones(
+def _malformed(model: str, digits: npt.NDArray[np.float32]) -> tuple[list[Any], list[Any]]:
+    """(assignments with a well-formed job id, assignments without one): each spoilt one way,
+    as a broken or hostile API could send them; none may crash the agent or be signed."""
+
+    def job(n: int, rows: npt.NDArray[Any] | None = None) -> dict[str, Any]:
+        return make_assignment(model, {"input": digits[:1] if rows is None else rows}, job=n)
+
+    mismatched = job(10, digits[5:10])
+    mismatched["input_hash"] = job(10, digits[10:15])["input_hash"]
+    bad_base64 = job(11)
+    bad_base64["inputs"]["input"]["data"] = "not base64!"
+    huge_shape = job(12)
+    huge_shape["inputs"]["input"]["shape"] = [10**9, 1, 8, 8]
+    no_deadline = job(13)
+    del no_deadline["deadline"]
+    inputs_text = {**job(14), "inputs": "pixels"}
+    model_null = {**job(15), "model_hash": None}
+    too_many_rows = make_assignment(model, {"input": np.concatenate([digits] * 1)[:65]}, job=16)
+    wrong_shape = make_assignment(model, {"input": np.zeros((1, 1, 9, 9), np.float32)}, job=17)
+    wrong_dtype = make_assignment(model, {"input": np.zeros((1, 1, 8, 8), np.float64)}, job=18)
+    wrong_name = make_assignment(model, {"image": digits[:1]}, job=19)
+    unknown_model = make_assignment("cd" * 32, {"input": digits[:1]}, job=20)
+    with_id = [
+        mismatched, bad_base64, huge_shape, no_deadline, inputs_text, model_null,
+        too_many_rows, wrong_shape, wrong_dtype, wrong_name, unknown_model,
+    ]  # fmt: skip
+    without_id = ["junk", 7, None, [], {}, {"job_id": 12}, {"job_id": "0x1234"}]
+    return with_id, without_id
+
+
+def test_agent_signs_good_jobs_and_skips_malformed_ones_once(
     settings: WorkerSettings,
     account: LocalAccount,
     fake_api: FakeApi,
@@ -93,21 +93,89 @@ def test_agent_signs_good_jobs_and_skips_bad_ones(
 ) -> None:
     model = _model(settings)
     good = make_assignment(model, {"input": digits[:5]}, job=1)
-    mismatched = make_assignment(model, {"input": digits[5:10]}, job=2)
-    mismatched["input_hash"] = make_assignment(model, {"input": digits[10:15]}, job=2)["input_hash"]
-    malformed = make_assignment(model, {"input": digits[:1]}, job=3)
-    malformed["inputs"]["input"]["data"] = "not base64!"
-    unknown = make_assignment("cd" * 32, {"input": digits[:1]}, job=4)
-    other_good = make_assignment(model, {"input": digits[20:21]}, job=5)
-    fake_api.assignments = [good, mismatched, malformed, unknown, "junk", other_good]
-    running = Running(settings, account)
+    other_good = make_assignment(model, {"input": digits[20:21]}, job=2)
+    with_id, without_id = _malformed(model, digits)
+    fake_api.assignments = [good, *with_id[:5], *without_id, other_good, *with_id[5:]]
+    fake_api.redeliver = True  # as the API: again and again until answered or handed back
+    running = Running(settings.model_copy(update={"pull_batch": 64, "max_held": 64}), account)
     fake_api.wait_posted(2)
+    wait_for(lambda: len(fake_api.released) == len(with_id))
+    wait_for(lambda: fake_api.count("GET", "/v1/work") >= 5)  # re-delivered several times
     stats = running.stop()
-    assert [p["job_id"] for p in fake_api.posted] == [good["job_id"], other_good["job_id"]]
-    _check_signed(fake_api.posted[0], good, running.store, account.address)
-    _check_signed(fake_api.posted[1], other_good, running.store, account.address)
-    assert (stats.done, stats.refused, stats.errors, stats.rows) == (2, 0, 4, 6)
-    assert fake_api.count("POST", "/v1/work/results") == 1  # one POST per pull
+    assert sorted(p["job_id"] for p in fake_api.posted) == sorted(
+        [good["job_id"], other_good["job_id"]]
+    )
+    _check_signed(next(p for p in fake_api.posted if p["job_id"] == good["job_id"]), good,
+                  running.store, account.address)  # fmt: skip
+    assert sorted(fake_api.released) == sorted(a["job_id"] for a in with_id)
+    assert fake_api.assignments == without_id  # still delivered: they cannot be handed back
+    total = len(with_id) + len(without_id)
+    assert (stats.done, stats.refused, stats.errors, stats.rows) == (2, 0, total, 6)
+    assert stats.handed_back == len(with_id) and stats.pulled == total + 2
+
+
+def test_results_go_back_in_batches(
+    settings: WorkerSettings,
+    account: LocalAccount,
+    fake_api: FakeApi,
+    digits: npt.NDArray[np.float32],
+) -> None:
+    model = _model(settings)
+    fake_api.assignments = [
+        make_assignment(model, {"input": digits[i : i + 1]}, job=i) for i in range(40)
+    ]
+    batched = settings.model_copy(
+        update={"pull_batch": 40, "max_held": 40, "submit_batch": 16, "submit_linger_s": 60}
+    )
+    running = Running(batched, account)
+    fake_api.wait_posted(40)
+    stats = running.stop()
+    assert fake_api.batches == [16, 16, 8]  # full batches; the rest once nothing else runs
+    assert fake_api.count("GET", "/v1/work") >= 1 and stats.done == 40
+
+
+def test_an_older_api_without_the_optional_routes_is_asked_once(
+    settings: WorkerSettings,
+    account: LocalAccount,
+    fake_api: FakeApi,
+    digits: npt.NDArray[np.float32],
+) -> None:
+    model = _model(settings)
+    fake_api.older_api = True
+    fake_api.assignments = [
+        make_assignment("cd" * 32, {"input": digits[:1]}, job=1),
+        make_assignment(model, {"input": digits[:1]}, job=2),
+    ]
+    often = settings.model_copy(update={"heartbeat_interval_s": 0.01, "earnings_interval_s": 0.01})
+    running = Running(often, account)
+    fake_api.wait_posted(1)
+    wait_for(lambda: fake_api.count("GET", "/v1/work") >= 10)
+    stats = running.stop()
+    assert stats.done == 1 and stats.errors == 1 and stats.api_errors == 0
+    for path in ("/v1/work/heartbeat", "/v1/work/release"):
+        assert fake_api.count("POST", path) == 1, path
+    assert fake_api.count("GET", "/v1/work/earnings") == 1
+    assert stats.eligible is None and stats.pending_wei is None and stats.handed_back == 0
+
+
+def test_the_status_shows_earnings_and_a_worker_that_is_not_eligible(
+    settings: WorkerSettings, account: LocalAccount, fake_api: FakeApi
+) -> None:
+    fake_api.pending_wei = 1_234_567_000_000_000_000
+    fake_api.eligible = False
+    running = Running(settings, account)
+    wait_for(lambda: running.stats.pending_wei is not None and running.stats.eligible is False)
+    line = running.stats.line()
+    stats = running.stop()
+    assert "pending 1.234567 ILC" in line and "NOT ELIGIBLE" in line
+    assert stats.as_dict()["pending_wei"] == "1234567000000000000"
+
+
+def wait_for(check: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_refused_results_are_counted(
@@ -189,24 +257,30 @@ def test_agent_stops_cleanly_while_the_api_is_down(
     assert stats.done == 0
 
 
-def test_held_jobs_are_submitted_after_stop(
+def test_stop_during_a_pull_submits_what_ran_and_hands_back_the_rest(
     settings: WorkerSettings,
     account: LocalAccount,
     fake_api: FakeApi,
     digits: npt.NDArray[np.float32],
 ) -> None:
     model = _model(settings)
-    fake_api.assignments = [
-        make_assignment(model, {"input": digits[i : i + 1]}, job=i) for i in range(4)
-    ]
+    fake_api.assignments = [make_assignment(model, {"input": digits[:60]}, job=i) for i in range(8)]
     holder: list[Running] = []
     fake_api.on_pull = lambda: holder[0].event.set()  # stop arrives while the pull is answered
     fake_api.fail_next = {"/v1/work/results": [503]}  # and the first submit fails
     holder.append(Running(settings, account))
     holder[0].thread.join(timeout=10)
     stats = holder[0].stop()
-    assert len(fake_api.posted) == 4
-    assert stats.done == 4
+    posted = {p["job_id"] for p in fake_api.posted}
+    assert len(posted) >= 1  # the running job finished and was submitted after a retry
+    assert posted | set(fake_api.released) == {a["job_id"] for a in _jobs(model, digits, 8)}
+    assert not posted & set(fake_api.released)
+    assert (stats.done, stats.handed_back) == (len(posted), 8 - len(posted))
+    assert fake_api.count("POST", "/v1/work/results") == 2
+
+
+def _jobs(model: str, digits: npt.NDArray[np.float32], count: int) -> list[dict[str, Any]]:
+    return [make_assignment(model, {"input": digits[:60]}, job=i) for i in range(count)]
 
 
 def test_refused_sign_in_is_fatal(

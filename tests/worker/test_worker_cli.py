@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 from typer.testing import CliRunner
 from worker_fake_api import FakeApi, make_assignment
 
@@ -77,26 +79,64 @@ def test_run_refuses_bad_settings(models_dir: Path, key_file: Path) -> None:
     assert "--opt-level" in result.output
 
 
+def _session_members(session_id: int) -> list[int]:
+    """Processes (still) in the session ``session_id`` (field 6 of /proc/<pid>/stat)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == session_id:
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_finishes_and_exits_zero(
-    fake_api: FakeApi, key_file: Path, models_dir: Path, digits: npt.NDArray[np.float32]
+    fake_api: FakeApi,
+    key_file: Path,
+    models_dir: Path,
+    digits: npt.NDArray[np.float32],
+    workers: int,
 ) -> None:
     model = next(iter(load_models(models_dir)))
     fake_api.assignments = [make_assignment(model, {"input": digits[:4]}, job=1)]
     env = {**os.environ, "INFERLEDGER_WORKER_POLL_INTERVAL_S": "0.01"}
     command = [sys.executable, "-m", "worker", "run", "--api-url", fake_api.url]
     command += ["--key-file", str(key_file), "--models-dir", str(models_dir), "--json"]
+    command += ["--workers", str(workers)]
     process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its inference processes join this session
     )
     try:
-        fake_api.wait_posted(1, timeout=30)
-        process.send_signal(signal.SIGTERM)
+        fake_api.wait_posted(1, timeout=60)
+        os.killpg(process.pid, signal.SIGTERM)  # to the group, as a service manager does
         _, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, stderr
-    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    lines = [json.loads(line) for line in stderr.splitlines() if line.strip().startswith("{")]
     events = [line.get("event") for line in lines]
-    assert "start" in events and "stopping" in events
+    assert "start" in events and "stopping" in events and "winding_down" in events
     assert lines[-1]["event"] == "stop" and lines[-1]["done"] == 1
+    assert lines[-1]["workers"] == workers
+    assert [line for line in lines if line["level"] == "error"] == []
+    deadline = time.monotonic() + 10  # none left behind (the resource tracker ends on EOF)
+    while (left := _session_members(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == [], [_cmdline(pid) for pid in left]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return f"{pid} (gone)"

@@ -1,7 +1,10 @@
-"""A stand-in for the API's wire contract, served by ``http.server`` on 127.0.0.1 port 0.
+"""A stand-in for the API's wire contract, served by ``http.server`` on 127.0.0.1 port 0,
+for what the real API never does (tests of the real one: ``test_worker_agent_live.py``).
 
-It serves canned assignments, checks EIP-191 sign-in signatures, records every request and
-every posted result, and can be told to fail requests (5xx) or to revoke tokens (401).
+It serves canned assignments, malformed ones included, checks EIP-191 sign-in signatures,
+records every request, every posted result and every hand-back, and can be told to fail
+requests (5xx), to revoke tokens (401), to deliver assignments again until they are answered
+or handed back (as the API does), or to lack the routes an older API lacks (404).
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ class FakeApi:
         self.assignments = list(assignments or [])
         self.requests: list[tuple[str, str]] = []
         self.posted: list[dict[str, Any]] = []
+        self.batches: list[int] = []  # items per POST /v1/work/results
+        self.released: list[str] = []
+        self.redeliver = False  # deliver each assignment until answered or handed back
+        self.older_api = False  # no release, heartbeat or earnings routes
+        self.pending_wei = 0
+        self.eligible = True
         self.refuse: dict[str, str] = {}  # job_id -> error code answered for it
         self.fail_next: dict[str, list[int]] = {}  # path -> statuses answered first
         self.revoke_tokens_after_pull = False
@@ -109,6 +118,26 @@ class FakeApi:
             return self._work(int(parse_qs(parsed.query)["max"][0]))
         if (method, path) == ("POST", "/v1/work/results"):
             return self._results(body)
+        if self.older_api:
+            return 404, {"error": "not_found", "detail": path}
+        if (method, path) == ("POST", "/v1/work/release"):
+            return self._release(body)
+        if (method, path) == ("POST", "/v1/work/heartbeat"):
+            return 200, {
+                "worker": "",
+                "contributor": CONTRIBUTOR,
+                "eligible": self.eligible,
+                "in_flight": len(self.assignments),
+                "seen_s": 30.0,
+            }
+        if (method, path) == ("GET", "/v1/work/earnings"):
+            return 200, {
+                "worker": "",
+                "contributor": CONTRIBUTOR,
+                "pending_wei": str(self.pending_wei),
+                "pending_jobs": 0,
+                "posted_epoch": 0,
+            }
         return 404, {"error": "not_found", "detail": path}
 
     def _challenge(self, body: Any) -> tuple[int, Any]:
@@ -144,7 +173,9 @@ class FakeApi:
 
     def _work(self, max_items: int) -> tuple[int, Any]:
         with self._lock:
-            batch, self.assignments = self.assignments[:max_items], self.assignments[max_items:]
+            batch = self.assignments[:max_items]
+            if not self.redeliver:
+                self.assignments = self.assignments[max_items:]
             if batch and self.revoke_tokens_after_pull:
                 self._tokens.clear()
                 self.revoke_tokens_after_pull = False
@@ -155,8 +186,10 @@ class FakeApi:
     def _results(self, body: Any) -> tuple[int, Any]:
         answers = []
         with self._lock:
+            self.batches.append(len(body["results"]))
             for result in body["results"]:
                 self.posted.append(result)
+                self._forget(result["job_id"])
                 code = self.refuse.get(result["job_id"])
                 answers.append(
                     {
@@ -168,6 +201,20 @@ class FakeApi:
                 )
         self.posted_event.set()
         return 200, {"results": answers}
+
+    def _release(self, body: Any) -> tuple[int, Any]:
+        with self._lock:
+            released = [j for j in body["job_ids"] if self._forget(j)]
+            self.released.extend(released)
+        return 200, {"released": released}
+
+    def _forget(self, job_id: str) -> bool:
+        """Stop delivering an assignment; False when it was not (or no longer) delivered."""
+        kept = [a for a in self.assignments if not _is_job(a, job_id)]
+        found = len(kept) != len(self.assignments)
+        if self.redeliver:
+            self.assignments = kept
+        return found or not self.redeliver
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -196,3 +243,7 @@ class FakeApi:
                 pass
 
         return Handler
+
+
+def _is_job(assignment: Any, job_id: str) -> bool:
+    return isinstance(assignment, dict) and str(assignment.get("job_id", "")).lower() == job_id
