@@ -13,6 +13,8 @@ other classes (where the model's ``tolerance_abs`` decides). Which jobs each wor
 from __future__ import annotations
 
 import itertools
+import shutil
+from collections.abc import Iterator
 
 import pytest
 from agreement_cases import CASES, JOBS_PER_MODEL
@@ -29,9 +31,12 @@ from agreement_support import (
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
-def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+def runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Runs]:
     tmp = tmp_path_factory.mktemp(request.param)
-    return run_case(CASES[request.param](tmp, JOBS_PER_MODEL), tmp)
+    yield run_case(CASES[request.param](tmp, JOBS_PER_MODEL), tmp)
+    shutil.rmtree(tmp, ignore_errors=True)  # minilm-l6's dishonest files are ~400 MB
 
 
 def test_agreement_honest_settings_reach_consensus_on_every_job(runs: Runs) -> None:
