@@ -240,6 +240,8 @@ def _run(cfg: DemoConfig, procs: Processes) -> DemoResult:
                 "--json",
                 "--name",
                 f"device-{i + 1}",
+                "--workers",
+                "1",  # three devices share this machine
             ],
             cwd=REPO_ROOT,
         )

@@ -11,7 +11,8 @@ Skipped assignments (malformed, an unknown model, inputs that do not hash to the
 a failed inference) are counted, never signed, and handed back so that another contributor's
 worker runs them. On stop, jobs not yet started are handed back at once; running ones may
 take two thirds of ``shutdown_grace_s`` to finish, and the rest of the grace goes to
-submitting results and handing back whatever is left.
+submitting results and handing back whatever is left. The exchanges other than pulling are
+the ``Courier``'s (``worker/courier.py``).
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import asdict
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
 from protocol.contracts import Deployment
-from worker.api_client import ApiClient, SubmitStatus
+from worker.api_client import ApiClient
 from worker.config import WorkerSettings
+from worker.courier import Courier
 from worker.errors import ApiError, ApiUnavailable, AuthRefused
 from worker.holdings import Holdings, job_key
 from worker.inference import ModelStore
 from worker.pool import Pool
-from worker.retry import Backoff, Cancel, Deadline, Grace
+from worker.retry import Backoff, Grace
 from worker.runner import Done, JobRunner, RunnerSpec, Skipped
 from worker.stats import Stats
 
@@ -58,11 +59,9 @@ class Agent:
         self._store = store
         self._client = client
         self._held = Holdings()
+        self._courier = Courier(settings, client, self._held, self.stats)
         self._pool: Pool | None = None
         self._stopping = False
-        self._missing: set[str] = set()  # optional routes this API does not have
-        self._next_beat = 0.0
-        self._next_earnings = 0.0
 
     def run(self, stop: threading.Event) -> Stats:
         """Work until ``stop`` is set; returns the counters. Raises ``AuthRefused`` when the
@@ -141,8 +140,8 @@ class Agent:
         while not stop.is_set():
             try:
                 self._collect()
-                self._flush(Grace(stop, self.settings.shutdown_grace_s), force=False)
-                self._beat(stop)
+                self._courier.flush(Grace(stop, self.settings.shutdown_grace_s), force=False)
+                self._courier.beat(stop)
                 if time.monotonic() >= next_pull and self._pull_due():
                     if self._pull(stop):
                         idle.reset()
@@ -165,7 +164,7 @@ class Agent:
 
     def _wait(self, stop: threading.Event, next_pull: float) -> None:
         """Until a job finishes, or the next pull, submission or heartbeat is due."""
-        due = [self._next_beat]
+        due = [self._courier.next_beat]
         if self._pull_due():
             due.append(next_pull)
         if self._held.ready_since is not None:
@@ -248,13 +247,19 @@ class Agent:
         return self._pool.pids() if self._pool is not None else []
 
     def _restart_pool(self) -> None:
-        for future, key in list(self._held.running.items()):  # failed with it, or will
+        lost = list(self._held.running.items())  # failed with the pool, or will
+        for future, key in lost:
             self._held.finish(future)
             self._held.hand_back(key)
+            self.stats.errors += 1
         if self._pool is not None:
             self._pool.close(kill=True)
         self._pool = self._new_pool()
-        logger.warning("inference pool restarted", extra={"event": "pool_restarted"})
+        logger.warning(
+            "an inference process died: pool restarted, %d more jobs handed back",
+            len(lost),
+            extra={"event": "pool_restarted", "lost": len(lost)},
+        )
 
     def _skip(self, skipped: Skipped) -> None:
         self.stats.errors += 1
@@ -268,128 +273,12 @@ class Agent:
             extra={"event": "skipped", "job_id": str(skipped.job_id), "code": skipped.code},
         )
 
-    # --- submitting, handing back, heartbeats ----------------------------------------------
-
-    def _flush(self, cancel: Cancel, *, force: bool) -> None:
-        """Submit the results that are due (all of them when ``force``), then hand back."""
-        size = self.settings.submit_batch
-        while self._held.ready and (force or self._submit_due()):
-            self._submit(self._held.take_ready(size), cancel)
-        while self._held.to_release:
-            self._release(self._held.take_release(size), cancel)
-        self.stats.held = self._held.count()
-
-    def _submit_due(self) -> bool:
-        ready, since = self._held.ready, self._held.ready_since
-        return (
-            len(ready) >= self.settings.submit_batch
-            or not self._held.running
-            or (since is not None and time.monotonic() - since >= self.settings.submit_linger_s)
-        )
-
-    def _submit(self, results: list[dict[str, Any]], cancel: Cancel) -> None:
-        try:
-            statuses = self._client.submit(results, cancel)
-        except AuthRefused:
-            raise
-        except ApiError as exc:  # the results are dropped; the API delivers the jobs again
-            self.stats.errors += len(results)
-            self.stats.api_errors += 1
-            logger.error(
-                "could not submit %d results: %s",
-                len(results),
-                exc,
-                extra={"event": "submit_failed", "code": exc.error},
-            )
-            return
-        self._count(results, statuses)
-
-    def _count(self, results: list[dict[str, Any]], statuses: list[SubmitStatus]) -> None:
-        by_id = {s.job_id: s for s in statuses}
-        for result in results:
-            job_id = result["job_id"]
-            status = by_id.get(job_id)
-            if status is None:
-                self.stats.errors += 1
-                logger.warning("no status for job %s in the answer", job_id)
-            elif status.accepted:
-                self.stats.add_done()
-            else:
-                self.stats.refused += 1
-                self._held.hand_back(job_id)  # a no-op for the API unless it still holds it
-                logger.warning(
-                    "job %s refused: %s: %s",
-                    job_id,
-                    status.error,
-                    status.detail,
-                    extra={"event": "refused", "job_id": job_id, "code": status.error},
-                )
-        logger.debug("submitted %d results", len(results), extra={"event": "submitted"})
-
-    def _release(self, job_ids: list[str], cancel: Cancel) -> None:
-        if "release" in self._missing:
-            return
-        reason = "stopping" if self._stopping else "skipped"
-        try:
-            released = self._client.release(job_ids, reason, cancel)
-        except AuthRefused:
-            raise
-        except ApiError as exc:  # not retried: the deadline hands them on instead
-            self._optional_failed("release", exc)
-            return
-        self.stats.handed_back += len(released)
-        logger.info(
-            "handed back %d jobs (%s)",
-            len(released),
-            reason,
-            extra={"event": "handed_back", "jobs": released, "reason": reason},
-        )
-
-    def _beat(self, stop: threading.Event) -> None:
-        now = time.monotonic()
-        timeout_s = min(self.settings.heartbeat_interval_s, self.settings.request_timeout_s)
-        if now >= self._next_beat and "heartbeat" not in self._missing:
-            self._next_beat = now + self.settings.heartbeat_interval_s
-            try:
-                presence = self._client.heartbeat(Deadline(stop, timeout_s))
-            except AuthRefused:
-                raise
-            except ApiError as exc:
-                self._optional_failed("heartbeat", exc)
-            else:
-                if presence.eligible is False and self.stats.eligible is not False:
-                    logger.warning(
-                        "the API gives this worker no new work: it is not eligible on chain "
-                        "(registration, stake or jail)",
-                        extra={"event": "not_eligible"},
-                    )
-                self.stats.eligible = presence.eligible
-        every = self.settings.earnings_interval_s
-        if every > 0 and now >= self._next_earnings and "earnings" not in self._missing:
-            self._next_earnings = now + every
-            try:
-                earnings = self._client.earnings(Deadline(stop, timeout_s))
-            except AuthRefused:
-                raise
-            except ApiError as exc:
-                self._optional_failed("earnings", exc)
-            else:
-                self.stats.pending_wei = earnings.pending_wei
-
-    def _optional_failed(self, what: str, exc: ApiError) -> None:
-        if exc.status in (404, 405):
-            self._missing.add(what)
-            logger.info("this API has no %s route; not asking again", what)
-            return
-        self.stats.api_errors += 1
-        logger.warning("%s failed: %s", what, exc, extra={"event": f"{what}_failed"})
-
     # --- stopping --------------------------------------------------------------------------
 
     def _wind_down(self, stop: threading.Event) -> None:
         """Hand back what has not started, let running jobs finish, submit, hand back the
         rest; all within ``shutdown_grace_s``."""
-        self._stopping = True
+        self._stopping = self._courier.stopping = True
         grace = Grace(stop, self.settings.shutdown_grace_s)
         grace.is_set()  # the grace starts now
         for future, key in list(self._held.running.items()):
@@ -412,7 +301,7 @@ class Agent:
             self._held.finish(future)
             self._held.hand_back(key)
         try:
-            self._flush(grace, force=True)
+            self._courier.flush(grace, force=True)
         except ApiError as exc:  # the grace ran out; the deadlines hand the jobs on
             logger.error("could not finish handing over: %s", exc, extra={"event": "api_error"})
 
