@@ -7,6 +7,10 @@ anything is sent on chain. Each raises ``InvariantViolation`` (never ``assert``,
   transfers (a full replay; run before anything goes on chain).
 - ``no_negative_balance``: no client or contributor account is below zero.
 - ``escrow_matches_open_jobs``: escrow holds exactly the prices of undecided jobs.
+- ``unit_conserves``: the three checks above on what one unit of work changed (the
+  accounts it locked, the escrow against the prices of the jobs it opened); the hot path
+  of paid job admission runs it instead of ``check_money``, whose queries read every
+  account and every open job (see the function).
 - ``epoch_conserves``: an epoch's cumulative payouts plus fees equal what is redeemed from
   clients, and the leaves sum to the cumulative payout (checked in ``ledger.epochs``).
 """
@@ -14,6 +18,7 @@ anything is sent on chain. Each raises ``InvariantViolation`` (never ``assert``,
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Integer, cast, func
@@ -88,6 +93,50 @@ def escrow_matches_open_jobs(session: Session) -> None:
             f"escrow_matches_open_jobs: escrow {escrow_balance} != open prices {held}",
             escrow=escrow_balance,
             held=held,
+        )
+
+
+def unit_conserves(session: Session, before: Mapping[str, int], escrow_change_wei: int) -> None:
+    """``check_money`` for one unit of work that moved money only between the accounts of
+    ``before`` (their balances when it locked them, escrow among them) and changed the
+    prices of open jobs by ``escrow_change_wei``. The balances are read back from the
+    database: their changes must sum to zero (``journal_balanced``), none of the non-system
+    ones may be negative (``no_negative_balance``), and escrow must have changed by exactly
+    the prices opened less those closed (``escrow_matches_open_jobs``).
+
+    Every other account and job is as the previous unit left it, when the full checks held
+    for it by the same reasoning, so this holds the whole ledger to them at a cost that does
+    not grow with the number of accounts or open jobs. The full checks still run in every
+    sweep and before every epoch goes on chain (``check_full``), which catches a write that
+    went around a unit of work."""
+    ids = sorted(before)
+    after = {
+        account_id: (kind, balance)
+        for account_id, kind, balance in session.exec(
+            select(Account.id, Account.kind, Account.balance_wei).where(col(Account.id).in_(ids))
+        )
+    }
+    missing = [i for i in ids if i not in after]
+    if missing:
+        raise InvariantViolation(f"unit_conserves: accounts {missing} vanished", missing=missing)
+    moved = sum(after[i][1] - before[i] for i in ids)
+    if moved != 0:
+        raise InvariantViolation(
+            f"journal_balanced: a unit of work changed balances by {moved} in all, not 0",
+            total=moved,
+        )
+    for account_id, (kind, balance) in after.items():
+        if kind != AccountKind.SYSTEM and balance < 0:
+            raise InvariantViolation(
+                f"no_negative_balance: {account_id} is at {balance}", account=account_id
+            )
+    escrow_change = after[ESCROW][1] - before[ESCROW] if ESCROW in after else 0
+    if escrow_change != escrow_change_wei:
+        raise InvariantViolation(
+            f"escrow_matches_open_jobs: escrow changed by {escrow_change}, open prices by "
+            f"{escrow_change_wei}",
+            escrow=escrow_change,
+            held=escrow_change_wei,
         )
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from ledger import invariants, journal, scheduler
@@ -115,7 +117,56 @@ def _check_voucher(ctx: Context, req: JobRequest) -> tuple[Voucher, bytes]:
     return voucher, sig
 
 
-def _sync_deposits(session: Session, ctx: Context, client: Client) -> None:
+@dataclass(slots=True)
+class ClientState:
+    """A client's row as one unit of work reads and changes it; written back at its end
+    (``stored``: the figures as read, None for a client new to the ledger)."""
+
+    address: str
+    deposited_wei: int = 0
+    max_voucher_wei: int = 0
+    stored: tuple[int, int] | None = None
+
+    @property
+    def row(self) -> tuple[int, int]:
+        return self.deposited_wei, self.max_voucher_wei
+
+
+CLIENT_COLUMNS = ("address", "deposited_wei", "max_voucher_wei")
+_CLIENT_UPDATE = (
+    Client.__table__.update()  # type: ignore[attr-defined]
+    .where(Client.__table__.c.address == bindparam("client"))  # type: ignore[attr-defined]
+    .values(deposited_wei=bindparam("deposited"), max_voucher_wei=bindparam("max_voucher"))
+)
+
+
+def load_clients(session: Session, addresses: list[str]) -> dict[str, ClientState]:
+    query = select(Client.address, Client.deposited_wei, Client.max_voucher_wei)
+    rows = session.exec(query.where(col(Client.address).in_(addresses))).all()
+    found = {a: ClientState(a, d, m, (d, m)) for a, d, m in rows}
+    return {a: found.get(a) or ClientState(a) for a in addresses}
+
+
+def store_clients(session: Session, clients: Iterable[ClientState]) -> None:
+    """Write the clients that changed: the new ones in one INSERT, the others in one
+    executemany UPDATE."""
+    changed = [c for c in clients if c.row != c.stored]
+    insert_many(
+        session,
+        Client.__table__,  # type: ignore[attr-defined]
+        CLIENT_COLUMNS,
+        [(c.address, *c.row) for c in changed if c.stored is None],
+    )
+    updates = [
+        {"client": c.address, "deposited": c.deposited_wei, "max_voucher": c.max_voucher_wei}
+        for c in changed
+        if c.stored is not None
+    ]
+    if updates:
+        session.connection().execute(_CLIENT_UPDATE, updates)
+
+
+def _sync_deposits(session: Session, ctx: Context, client: ClientState) -> None:
     """Bring the journal up to the client's total deposits (idempotent by total), as the
     chain index holds them (``deposits_for_payment``), never by a chain call. If the index
     shows nothing new it first catches up within ``ctx.catch_up``'s limits (at most once a
@@ -142,7 +193,6 @@ def _sync_deposits(session: Session, ctx: Context, client: Client) -> None:
             ),
         )
         client.deposited_wei = total
-        session.add(client)
 
 
 @dataclass(frozen=True)
@@ -209,7 +259,8 @@ class _Admission:
     session: Session
     ctx: Context
     balances: dict[str, int]
-    clients: dict[str, Client]
+    before: dict[str, int]  # balances of every account the unit may move, as locked
+    clients: dict[str, ClientState]
     jobs: dict[str, Job | JobRow]
     pool: scheduler.Pool | None = None
     holds: list[TransferSpec] = field(default_factory=list)
@@ -232,9 +283,7 @@ class _Admission:
                 "are needed",
                 code="voucher_expired",
             )
-        client = self.clients.get(req.client)
-        if client is None:
-            client = self.clients[req.client] = Client(address=req.client)
+        client = self.clients[req.client]
         if p.voucher.cumulative_amount <= client.max_voucher_wei:
             raise Conflict(
                 f"the voucher's cumulative amount must exceed {client.max_voucher_wei} wei",
@@ -297,7 +346,7 @@ class _Admission:
         self.new_jobs.append(job)
         return job, True
 
-    def _sync_or_refuse(self, client: Client, price: int) -> None:
+    def _sync_or_refuse(self, client: ClientState, price: int) -> None:
         """Bring in deposits the journal has not seen yet; if they still do not cover
         ``price``, refuse with nothing changed (the synced deposit is rolled back too)."""
         before = client.deposited_wei
@@ -321,9 +370,18 @@ class _Admission:
         rows = [tuple(getattr(j, c) for c in columns) for j in self.new_jobs]
         insert_many(self.session, Job.__table__, columns, rows)  # type: ignore[attr-defined]
         insert_many(self.session, Assignment.__table__, ASSIGNMENT_COLUMNS, self.new_assignments)  # type: ignore[attr-defined]
-        self.session.add_all(self.clients[c] for c in {j.client for j in self.new_jobs})
-        self.session.flush()
-        invariants.check_money(self.session)
+        store_clients(self.session, self.clients.values())
+        opened_wei = sum(j.price_wei for j in self.new_jobs)
+        invariants.unit_conserves(self.session, self.before, escrow_change_wei=opened_wei)
+
+
+def _known_jobs(session: Session, ids: set[str]) -> dict[str, Job | JobRow]:
+    """The jobs of ``ids`` that exist already (retries), looked up by their ids alone: only
+    the few found are loaded whole."""
+    found = session.exec(select(Job.id).where(col(Job.id).in_(ids))).all()
+    if not found:
+        return {}
+    return {j.id: j for j in session.exec(select(Job).where(col(Job.id).in_(found))).all()}
 
 
 def admit(session: Session, ctx: Context, batch: list[Prepared]) -> list[Outcome]:
@@ -334,15 +392,17 @@ def admit(session: Session, ctx: Context, batch: list[Prepared]) -> list[Outcome
     if not batch:
         return []
     clients = sorted({p.req.client for p in batch})
-    accounts = journal.lock_accounts(session, (journal.client_account(c) for c in clients))
-    known_clients = session.exec(select(Client).where(col(Client.address).in_(clients))).all()
-    known_jobs = session.exec(select(Job).where(col(Job.id).in_({p.job_id for p in batch}))).all()
+    # every account the unit may move: a deposit synced on the way comes from the vault
+    accounts = journal.lock_accounts(
+        session, [journal.ESCROW, journal.VAULT, *(journal.client_account(c) for c in clients)]
+    )
     admission = _Admission(
         session,
         ctx,
         balances={c: accounts[journal.client_account(c)].balance_wei for c in clients},
-        clients={c.address: c for c in known_clients},
-        jobs={j.id: j for j in known_jobs},
+        before={i: a.balance_wei for i, a in accounts.items()},
+        clients=load_clients(session, clients),
+        jobs=_known_jobs(session, {p.job_id for p in batch}),
     )
     outcomes: list[Outcome] = []
     for p in batch:

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NoReturn
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
 
 from ledger.db import insert_many
@@ -214,18 +216,32 @@ def _chunks(items: list[str]) -> Iterator[list[str]]:
         yield items[start : start + _CHUNK]
 
 
-def lock_accounts(session: Session, account_ids: Iterable[str]) -> dict[str, Account]:
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """An account row as ``lock_accounts`` read it under its lock."""
+
+    id: str
+    kind: str
+    balance_wei: int
+
+
+def lock_accounts(session: Session, account_ids: Iterable[str]) -> dict[str, Locked]:
     """``lock_account`` for many accounts in a few statements: the rows, locked in id order
-    for this unit of work, the missing ones created at zero."""
+    for this unit of work, the missing ones created at zero. Read as plain rows, not ORM
+    objects (building those was most of the cost of locking a few hundred accounts)."""
     _serialise(session)
     wanted = sorted(set(account_ids))
-    found: dict[str, Account] = {}
+    found: dict[str, Locked] = {}
 
     def load(ids: list[str]) -> None:
         for chunk in _chunks(ids):
-            query = select(Account).where(col(Account.id).in_(chunk)).order_by(col(Account.id))
-            query = query.with_for_update().execution_options(populate_existing=True)
-            found.update((a.id, a) for a in session.exec(query).all())
+            query = (
+                select(Account.id, Account.kind, Account.balance_wei)
+                .where(col(Account.id).in_(chunk))
+                .order_by(col(Account.id))
+                .with_for_update()
+            )
+            found.update((i, Locked(i, k, b)) for i, k, b in session.exec(query).all())
 
     load(wanted)
     missing = [i for i in wanted if i not in found]
@@ -238,6 +254,27 @@ def lock_accounts(session: Session, account_ids: Iterable[str]) -> dict[str, Acc
             )
         load(missing)
     return found
+
+
+_BALANCE_UPDATE = (
+    Account.__table__.update()  # type: ignore[attr-defined]
+    .where(Account.__table__.c.id == bindparam("account_id"))  # type: ignore[attr-defined]
+    .values(balance_wei=bindparam("balance"))
+)
+
+
+def _write_balances(session: Session, balances: dict[str, int]) -> None:
+    """Store new balances in one executemany, and in any copy of the accounts this session
+    has loaded (as committed values: they are written already)."""
+    if not balances:  # transfers that net to zero on every account, e.g. a -> b -> a
+        return
+    session.connection().execute(
+        _BALANCE_UPDATE, [{"account_id": i, "balance": b} for i, b in balances.items()]
+    )
+    for account_id, balance_wei in balances.items():
+        loaded = session.identity_map.get(identity_key(Account, account_id))
+        if loaded is not None:
+            set_committed_value(loaded, "balance_wei", balance_wei)
 
 
 def post_batch(session: Session, specs: list[TransferSpec]) -> list[PostResult]:
@@ -285,7 +322,7 @@ def post_batch(session: Session, specs: list[TransferSpec]) -> list[PostResult]:
             (t.id, t.debit, t.credit, t.amount_wei, str(t.kind), t.job_id, now) for t in created
         ]
         insert_many(session, Transfer.__table__, TRANSFER_COLUMNS, rows)  # type: ignore[attr-defined]
-        for account_id, account in accounts.items():
-            if account.balance_wei != balances[account_id]:
-                account.balance_wei = balances[account_id]
+        _write_balances(
+            session, {i: b for i, b in balances.items() if b != accounts[i].balance_wei}
+        )
     return results

@@ -4,7 +4,7 @@ same contributor."""
 
 from __future__ import annotations
 
-import random
+import os
 import time
 from collections import defaultdict
 from collections.abc import Collection
@@ -16,7 +16,26 @@ from ledger.chain import projection
 from ledger.context import Context
 from ledger.models import Assignment, AssignmentStatus, Job, Worker
 
-_rng = random.SystemRandom()
+
+class _Draws:
+    """Uniform draws from one 128-bit number read from the OS's CSPRNG, refilled when it
+    runs low: unpredictable like ``SystemRandom`` (a worker must not foresee where replicas
+    go) at one system call per job instead of one per bit batch. A draw is taken only while at
+    least ``n * 2**64`` values are left, so its modulo bias is below 2**-64."""
+
+    def __init__(self) -> None:
+        self._pool = 0
+        self._room = 1
+
+    def below(self, n: int) -> int:
+        if self._room < n << 64:
+            self._pool, self._room = int.from_bytes(os.urandom(16)), 1 << 128
+        draw = self._pool % n
+        self._pool //= n
+        self._room //= n
+        return draw
+
+
 
 
 def eligible_workers(session: Session, ctx: Context) -> list[Worker]:
@@ -65,8 +84,14 @@ class Pool:
             if open_:
                 free[owner] = open_
         owners = list(free)
-        _rng.shuffle(owners)
-        return [_rng.choice(free[owner]) for owner in owners[:count]]
+        draws = _Draws()
+        chosen: list[Worker] = []
+        for n in range(min(count, len(owners))):  # a partial Fisher-Yates shuffle
+            pick = n + draws.below(len(owners) - n)
+            owners[n], owners[pick] = owners[pick], owners[n]
+            workers = free[owners[n]]
+            chosen.append(workers[draws.below(len(workers))])
+        return chosen
 
     def take(self, workers: list[Worker]) -> None:
         for worker in workers:

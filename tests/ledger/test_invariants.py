@@ -221,6 +221,55 @@ def test_invariants_escrow_matches_open_jobs_catches_a_mismatch(
             invariants.check_money(session)
 
 
+def _unit_before(session: Session) -> dict[str, int]:
+    ids = [journal.ESCROW, journal.VAULT, journal.client_account(CLIENT)]
+    ids.append(journal.client_account(OTHER_CLIENT))
+    return {i: journal.balance(session, i) for i in ids}
+
+
+@pytest.mark.parametrize(
+    "corruption", [None, "outside_the_unit", "negative", "escrow_without_job", "vanished"]
+)
+def test_invariants_unit_conserves_checks_what_a_unit_changed(
+    db_url: str, corruption: str | None
+) -> None:
+    """The admission path's check: a deposit of 10 wei and a hold of 3 pass; money from an
+    account the unit did not lock, a client below zero, escrow that moved without the job's
+    price, or an account gone, each fail, naming the invariant of ``check_money`` they
+    break."""
+    engine = engine_for(db_url)
+    with session_scope(engine) as session:
+        _consistent(session)
+    with Session(engine) as session:
+        before = _unit_before(session)
+        client = journal.client_account(CLIENT)
+        deposit = TransferSpec("deposit:unit", journal.VAULT, client, 10, TransferKind.DEPOSIT)
+        hold = TransferSpec("hold:unit", client, journal.ESCROW, 3, TransferKind.HOLD)
+        journal.post_batch(session, [deposit, hold])
+        opened_wei, expected = 3, None
+        if corruption == "outside_the_unit":  # the treasury is not among the unit's accounts
+            _account(session, journal.TREASURY).balance_wei += 1
+            _account(session, client).balance_wei -= 1
+            expected = "journal_balanced"
+        elif corruption == "negative":
+            account = _account(session, client)
+            moved = account.balance_wei + 1
+            account.balance_wei -= moved
+            _account(session, journal.client_account(OTHER_CLIENT)).balance_wei += moved
+            expected = "no_negative_balance"
+        elif corruption == "escrow_without_job":
+            opened_wei, expected = 0, "escrow_matches_open_jobs"
+        elif corruption == "vanished":
+            before[journal.contributor_account(address(0xDD))] = 0
+            expected = "unit_conserves"
+        session.flush()
+        if expected is None:
+            invariants.unit_conserves(session, before, escrow_change_wei=opened_wei)
+        else:
+            with pytest.raises(InvariantViolation, match=f"^{expected}:"):
+                invariants.unit_conserves(session, before, escrow_change_wei=opened_wei)
+
+
 @pytest.fixture
 def epoch_ctx(sqlite_url: str, tmp_path: Path) -> Context:
     """A context whose deployment file names contracts that need not exist: building an
