@@ -279,14 +279,31 @@ class ApiEnv:
         with session_scope(self.ctx.engine) as session:
             return reconcile_batch(session, self.ctx, 500)
 
-    def run_job(self, inputs: Arrays) -> dict[str, Any]:
-        """Submit, have both replicas answer correctly, reconcile; return the decided job."""
-        job = self.submit_job(inputs)
-        for c in self.assigned(job["job_id"]):
-            mine = [a for a in self.pull(c) if a["job_id"] == job["job_id"]]
+    def answer(self, job_id: str) -> None:
+        """Every replica of ``job_id`` answers correctly; then reconcile."""
+        for c in self.assigned(job_id):
+            mine = [a for a in self.pull(c) if a["job_id"] == job_id]
             (result,) = self.post_results(c, [self.result_item(mine[0], c.device)])
             assert result["status"] == "accepted", result
         assert self.reconcile().accepted >= 1
+
+    def answer_all(self) -> int:
+        """Every contributor answers what it holds correctly; then reconcile. Returns the
+        assignments answered."""
+        answered = 0
+        for c in self.contributors:
+            items = [self.result_item(a, c.device) for a in self.pull(c)]
+            if items:
+                self.post_results(c, items)
+                answered += len(items)
+        if answered:
+            self.reconcile()
+        return answered
+
+    def run_job(self, inputs: Arrays) -> dict[str, Any]:
+        """Submit, have both replicas answer correctly, reconcile; return the decided job."""
+        job = self.submit_job(inputs)
+        self.answer(job["job_id"])
         r = self.http.get(f"/v1/jobs/{job['job_id']}")
         assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
         return dict(r.json())
@@ -399,3 +416,54 @@ def api_env(
         env.fund_and_deposit(keys[1], CLIENT_DEPOSIT_WEI)
         yield env
     ctx.engine.dispose()
+
+
+@contextmanager
+def served(app: Any) -> Iterator[str]:
+    """``app`` behind a real HTTP server (uvicorn, in a thread) on a free port: its URL."""
+    import threading
+
+    import uvicorn
+
+    from inferledger.procs import free_port, wait_until
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="api-server", daemon=True)
+    thread.start()
+    try:
+        wait_until("the API server", lambda: server.started, 30, interval_s=0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def answering(env: ApiEnv) -> Iterator[None]:
+    """The contributors' devices answer every assignment correctly (in a thread, polling
+    every 20 ms) until the block ends."""
+    import threading
+
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                env.answer_all()
+            except BaseException as exc:  # reported by the test's thread
+                failures.append(exc)
+                return
+            stop.wait(0.02)
+
+    thread = threading.Thread(target=loop, name="devices", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    if failures:
+        raise failures[0]
