@@ -98,6 +98,14 @@ class DevicePublic(BaseModel):
     liveness_faults: int
 
 
+class ContributorEarningsPublic(BaseModel):
+    contributor: str
+    earned_wei: str
+    posted_wei: str  # under the root of epoch ``posted_epoch``
+    pending_wei: str  # not yet in a posted epoch
+    posted_epoch: int
+
+
 class TextInputPublic(BaseModel):
     """A text model's limits per text and its tokenizer (a Hugging Face tokenizer.json)."""
 

@@ -1,5 +1,6 @@
 """What a worker has earned that is not yet claimable: its contributor's pay for jobs the
-worker voted on with the consensus, in jobs not yet under a posted epoch root."""
+worker voted on with the consensus, in jobs not yet under a posted epoch root; and what a
+contributor has earned in all, and how much of it a posted epoch root holds."""
 
 from __future__ import annotations
 
@@ -21,13 +22,18 @@ class PendingEarnings:
     posted_epoch: int  # the newest posted epoch (0: none yet)
 
 
-def pending_of(session: Session, worker: Worker) -> PendingEarnings:
-    """Read-only. Reads the jobs not yet in a posted epoch (decided since the last close, or
-    still open), so its cost follows the traffic of one epoch, not the worker's history."""
+def newest_posted_epoch(session: Session) -> int:
+    """The newest posted epoch's number; 0 before the first."""
     posted = session.exec(
         select(func.max(Epoch.number)).where(Epoch.status == EpochStatus.POSTED)
     ).one()
-    posted_epoch = int(posted or 0)
+    return int(posted or 0)
+
+
+def pending_of(session: Session, worker: Worker) -> PendingEarnings:
+    """Read-only. Reads the jobs not yet in a posted epoch (decided since the last close, or
+    still open), so its cost follows the traffic of one epoch, not the worker's history."""
+    posted_epoch = newest_posted_epoch(session)
     amounts = session.exec(
         select(Transfer.amount_wei)
         .join(Job, col(Job.id) == col(Transfer.job_id))
@@ -46,3 +52,34 @@ def pending_of(session: Session, worker: Worker) -> PendingEarnings:
         )
     ).all()
     return PendingEarnings(sum(int(a) for a in amounts), len(amounts), posted_epoch)
+
+
+@dataclass(frozen=True)
+class ContributorEarnings:
+    earned_wei: int  # every payment credited to the contributor for its devices' votes
+    posted_wei: int  # of which under the newest posted epoch root (that epoch's leaf)
+    posted_epoch: int  # the newest posted epoch (0: none yet)
+
+    @property
+    def pending_wei(self) -> int:
+        """Earned, not yet in a posted epoch (it will be in the next one)."""
+        return self.earned_wei - self.posted_wei
+
+
+def contributor_earnings(session: Session, contributor: str) -> ContributorEarnings:
+    """Read-only. What ``contributor`` has earned, and how much of it the newest posted
+    epoch's earnings leaf holds (the leaf is cumulative: every pay of its jobs and earlier)."""
+    posted_epoch = newest_posted_epoch(session)
+    rows = session.exec(
+        select(Transfer.amount_wei, Job.epoch)
+        .join(Job, col(Job.id) == col(Transfer.job_id))
+        .where(
+            Transfer.kind == TransferKind.PAY,
+            Transfer.credit_account_id == contributor_account(contributor),
+        )
+    ).all()
+    earned = sum(int(amount) for amount, _ in rows)  # amounts are text on SQLite
+    under_root = sum(
+        int(amount) for amount, epoch in rows if epoch is not None and epoch <= posted_epoch
+    )
+    return ContributorEarnings(earned, under_root, posted_epoch)

@@ -1,6 +1,6 @@
 """Contributor routes: the devices registered under a wallet and their state as the
-scheduler sees it (public: everything here is derived from public chain records and the
-devices' own activity)."""
+scheduler sees it, and the wallet's earnings not yet under a posted root (public: everything
+here is derived from public chain records and the devices' own activity)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from fastapi import APIRouter
 from sqlmodel import col, select
 
 from api.deps import ContextDep, SessionDep
-from api.schemas import DevicePublic
+from api.schemas import ContributorEarningsPublic, DevicePublic
 from ledger.auth import checked_address
+from ledger.earnings import contributor_earnings
 from ledger.models import Worker
 from ledger.scheduler import in_flight
 
@@ -40,3 +41,18 @@ def devices(address: str, session: SessionDep, ctx: ContextDep) -> list[DevicePu
         )
         for w in rows
     ]
+
+
+@router.get("/{address}/earnings", response_model=ContributorEarningsPublic)
+def earnings(address: str, session: SessionDep) -> ContributorEarningsPublic:
+    """Earned in all, the part under the newest posted epoch's root (claimable from the
+    chain once that epoch is final), and the rest, pending until the next epoch is posted."""
+    owner = checked_address(address)
+    found = contributor_earnings(session, owner)
+    return ContributorEarningsPublic(
+        contributor=owner,
+        earned_wei=str(found.earned_wei),
+        posted_wei=str(found.posted_wei),
+        pending_wei=str(found.pending_wei),
+        posted_epoch=found.posted_epoch,
+    )
