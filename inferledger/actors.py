@@ -1,6 +1,7 @@
-"""On-chain actions of the people in the system, done with their own keys: minting test
-tokens (dev), depositing with an EIP-2612 permit, staking, registering a device key, and
-claiming. Used by the demo and the end-to-end tests; each returns what it spent in gas."""
+"""On-chain actions of the people in the system, done with their own keys: depositing with an
+EIP-2612 permit and withdrawing after notice (clients), staking, registering a device key,
+unbonding and claiming (contributors). Used by the demo, the tests and the ``client`` and
+``wallet`` commands; reverts surface as ``ChainError`` named like the Solidity error."""
 
 from __future__ import annotations
 
@@ -69,24 +70,49 @@ def deposit_with_permit(client: ChainClient, amount_wei: int) -> None:
     )
 
 
-def stake_and_register(contributor: ChainClient, stake_wei: int, worker_key: str) -> str:
-    """Stake, then register the device key; the device signs to prove it holds the key."""
+def stake(contributor: ChainClient, amount_wei: int) -> None:
+    """Approve the registry for ``amount_wei`` and bond it."""
     registry = contributor.deployment.registry
-    contributor.transact(contributor.token.functions.approve(registry, stake_wei), "approve")
-    contributor.transact(contributor.registry.functions.stake(stake_wei), "stake")
-    worker = Account.from_key(worker_key).address
-    deadline = int(time.time()) + 600
+    contributor.transact(contributor.token.functions.approve(registry, amount_wei), "approve")
+    contributor.transact(contributor.registry.functions.stake(amount_wei), "stake")
+
+
+def register_device(contributor: ChainClient, device_key: str | bytes, valid_s: int = 600) -> str:
+    """Register a device key to the contributor; the device signs to prove it holds the key."""
+    key = device_key if isinstance(device_key, bytes) else bytes.fromhex(device_key[2:])
+    worker = Account.from_key(key).address
+    deadline = int(time.time()) + valid_s
     sig = sign_registration(
-        contributor.deployment.registry_domain,
-        worker,
-        contributor.address,
-        deadline,
-        bytes.fromhex(worker_key.removeprefix("0x")),
+        contributor.deployment.registry_domain, worker, contributor.address, deadline, key
     )
     contributor.transact(
         contributor.registry.functions.registerWorker(worker, deadline, sig), "registerWorker"
     )
     return str(worker)
+
+
+def stake_and_register(contributor: ChainClient, stake_wei: int, worker_key: str) -> str:
+    """Stake, then register the device key."""
+    stake(contributor, stake_wei)
+    return register_device(contributor, worker_key)
+
+
+def request_unbond(contributor: ChainClient, amount_wei: int) -> None:
+    """Move bonded stake to unbonding; it can be withdrawn after the unbonding delay."""
+    contributor.transact(contributor.registry.functions.requestUnbond(amount_wei), "requestUnbond")
+
+
+def withdraw_unbonded(contributor: ChainClient) -> None:
+    contributor.transact(contributor.registry.functions.withdrawUnbonded(), "withdrawUnbonded")
+
+
+def request_withdrawal(client: ChainClient, amount_wei: int) -> None:
+    """Give notice to withdraw part of a deposit; ``withdraw`` pays it after the delay."""
+    client.transact(client.vault.functions.requestWithdrawal(amount_wei), "requestWithdrawal")
+
+
+def withdraw(client: ChainClient) -> None:
+    client.transact(client.vault.functions.withdraw(), "withdraw")
 
 
 def claim(

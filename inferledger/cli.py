@@ -3,6 +3,8 @@
 inferledger demo                 bring up the whole system and run the paid loop
 inferledger audit --epoch N      verify epochs from chain records and epoch files
 inferledger worker init|run      the device worker agent
+inferledger client ...           pay for inference: key, deposit, models, run, balance, withdraw
+inferledger wallet ...           earn as a contributor: key, stake, devices, earnings, claim
 """
 
 from __future__ import annotations
@@ -17,18 +19,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inferledger.amounts import format_tokens
+from inferledger.client_cli import app as client_app
+from inferledger.wallet_cli import app as wallet_app
 from worker.cli import app as worker_app
 
 app = typer.Typer(
     help="inferledger: pay per inference, verified on contributors' devices.", no_args_is_help=True
 )
 app.add_typer(worker_app, name="worker", help="The device worker agent: create a key, run jobs.")
+app.add_typer(client_app, name="client")
+app.add_typer(wallet_app, name="wallet")
 console = Console()
-TOKEN = 10**18
-
-
-def _tokens(wei: int) -> str:
-    return f"{wei / TOKEN:,.6f} ILC"
+_tokens = format_tokens
 
 
 def print_summary(summary: dict[str, Any]) -> None:

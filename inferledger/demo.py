@@ -27,6 +27,7 @@ import httpx
 import numpy as np
 import redis
 from eth_account import Account
+from web3 import Web3
 from web3.types import RPCEndpoint
 
 from inferledger import actors
@@ -391,6 +392,25 @@ def _wait_settled(
     return found
 
 
+def wait_claimable(w3: Web3, claimable_at: int, timeout_s: float) -> None:
+    """Wait until chain time reaches ``claimable_at`` (an epoch's challenge window is over).
+
+    A live chain makes blocks all the time; the automining dev node only on demand, so nudge
+    it with an empty block once wall time has passed it. A busy dev node runs ahead of the
+    wall clock (each block at least a second after the last); then each empty block moves
+    chain time on by one second, so keep mining."""
+
+    def window_over() -> bool:
+        latest = int(w3.eth.get_block("latest")["timestamp"])
+        if latest >= claimable_at:
+            return True
+        if time.time() >= claimable_at or latest >= time.time():
+            w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+        return False
+
+    wait_until("the challenge window", window_over, timeout_s, interval_s=0.25)
+
+
 def _claim_all(
     admin: ChainClient,
     contributors: list[ChainClient],
@@ -402,16 +422,7 @@ def _claim_all(
         admin.call(admin.settlement.functions.epochs(epoch))
     ).claimable_at
 
-    def window_over() -> bool:
-        # A live chain makes blocks all the time; the automining dev node only on demand,
-        # so nudge it with an empty block until chain time passes the challenge window.
-        if int(admin.w3.eth.get_block("latest")["timestamp"]) >= claimable_at:
-            return True
-        if time.time() >= claimable_at:
-            admin.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
-        return False
-
-    wait_until("the challenge window", window_over, cfg.challenge_window_s + 30.0, interval_s=0.25)
+    wait_claimable(admin.w3, claimable_at, cfg.challenge_window_s + 30.0)
     out = []
     for c in contributors:
         response = httpx.get(f"{api_url}/v1/epochs/{epoch}/proofs/{c.address}", timeout=10)

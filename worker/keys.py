@@ -1,4 +1,6 @@
-"""The worker's device key: an encrypted V3 keystore, or a plaintext JSON file for dev only.
+"""Key files: an encrypted V3 keystore, or a plaintext JSON file for dev only. The worker's
+device key, and the keys of clients and contributors (``inferledger client key``,
+``inferledger wallet``).
 
 Key files are created with mode 0600 and never overwritten. Nothing here logs or puts the
 private key into an error message.
@@ -28,14 +30,30 @@ def create_key_file(
 ) -> LocalAccount:
     """Create a fresh key at ``path``: a V3 keystore when ``password`` is given, else a
     plaintext dev key file. ``kdf_iterations`` overrides the keystore's scrypt cost (tests)."""
-    account: LocalAccount = Account.create()
+    return write_key_file(path, Account.create(), password, kdf_iterations=kdf_iterations)
+
+
+def import_key_file(
+    path: Path, private_key: str, password: str | None, *, kdf_iterations: int | None = None
+) -> LocalAccount:
+    """Store an existing private key (0x-hex) at ``path``, as ``create_key_file`` does."""
+    try:
+        account: LocalAccount = Account.from_key(private_key.strip())
+    except Exception:  # eth_keys raises several types; never echo the key back
+        raise KeyFileError(path, "the key to import is not a valid secp256k1 key") from None
+    return write_key_file(path, account, password, kdf_iterations=kdf_iterations)
+
+
+def write_key_file(
+    path: Path, account: LocalAccount, password: str | None, *, kdf_iterations: int | None = None
+) -> LocalAccount:
     payload: dict[str, Any]
     if password is None:
         payload = {"address": account.address, "private_key": "0x" + bytes(account.key).hex()}
     else:
         payload = Account.encrypt(account.key, password, iterations=kdf_iterations)
     _write_private(path, json.dumps(payload, indent=2) + "\n")
-    logger.info("created key file %s for worker %s", path, account.address)
+    logger.info("wrote key file %s for %s", path, account.address)
     return account
 
 
@@ -53,9 +71,9 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def load_key(path: Path, password: str | None, *, allow_plaintext: bool = True) -> LocalAccount:
-    """Load the worker's account; ``allow_plaintext=False`` (prod) refuses dev key files."""
+    """Load the account; ``allow_plaintext=False`` (prod) refuses dev key files."""
     data = _read_json(path)
-    if "crypto" in data or "Crypto" in data:
+    if _encrypted(data):
         return _load_keystore(path, data, password)
     if "private_key" in data:
         if not allow_plaintext:
@@ -66,11 +84,20 @@ def load_key(path: Path, password: str | None, *, allow_plaintext: bool = True) 
     raise KeyFileError(path, "is neither a V3 keystore nor a dev key file")
 
 
+def is_keystore(path: Path) -> bool:
+    """Whether ``path`` holds an encrypted V3 keystore (which needs a password to load)."""
+    return _encrypted(_read_json(path))
+
+
+def _encrypted(data: dict[str, Any]) -> bool:
+    return "crypto" in data or "Crypto" in data
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise KeyFileError(path, "not found; create one with `inferledger worker init`") from None
+        raise KeyFileError(path, "not found; create one first (see `inferledger --help`)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyFileError(path, f"cannot be read: {exc}") from exc
     except ValueError:
