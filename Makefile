@@ -80,6 +80,7 @@ bench: deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/reconcile.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/agent.py
 
 bench-gas: $(SOL_STAMP)
 	./node_modules/.bin/hardhat run bench/gas.js

@@ -172,9 +172,16 @@ def digest(domain: Domain, types: dict[str, Any], message: dict[str, Any]) -> by
     return bytes(keccak(b"\x19\x01" + domain_separator(domain) + struct))
 
 
+@lru_cache(maxsize=8)
+def _signing_key(key: bytes) -> coincurve.PrivateKey:
+    """The parsed key, remembered: parsing (the public point) costs more than a signature,
+    and a worker signs every job with the same key."""
+    return coincurve.PrivateKey(key)
+
+
 def sign_digest(digest32: bytes, key: bytes) -> bytes:
     """65-byte ``r‖s‖v`` over a 32-byte digest (libsecp256k1 always yields low s)."""
-    rs_recid = coincurve.PrivateKey(key).sign_recoverable(digest32, hasher=None)
+    rs_recid = _signing_key(bytes(key)).sign_recoverable(digest32, hasher=None)
     return rs_recid[:64] + bytes([rs_recid[64] + 27])
 
 

@@ -78,9 +78,12 @@ def input_hash(inputs: Tensors) -> bytes:
     return commit_rows(TAG_INPUT, input_row_hashes(inputs))
 
 
-def row_hashes(model: bytes, inputs: Tensors, outputs: Tensors) -> list[bytes]:
-    """One hash per row over the model hash, that row's inputs and that row's outputs."""
-    in_rows = input_row_hashes(inputs)
+def row_hashes(
+    model: bytes, inputs: Tensors, outputs: Tensors, input_rows: Sequence[bytes] | None = None
+) -> list[bytes]:
+    """One hash per row over the model hash, that row's inputs and that row's outputs.
+    ``input_rows``: ``input_row_hashes(inputs)``, when the caller has them already."""
+    in_rows = input_row_hashes(inputs) if input_rows is None else list(input_rows)
     if _rows(outputs) != len(in_rows):
         raise TensorError("outputs and inputs have different numbers of rows")
     return [
@@ -89,5 +92,7 @@ def row_hashes(model: bytes, inputs: Tensors, outputs: Tensors) -> list[bytes]:
     ]
 
 
-def result_hash(model: bytes, inputs: Tensors, outputs: Tensors) -> bytes:
-    return commit_rows(TAG_RESULT, row_hashes(model, inputs, outputs))
+def result_hash(
+    model: bytes, inputs: Tensors, outputs: Tensors, input_rows: Sequence[bytes] | None = None
+) -> bytes:
+    return commit_rows(TAG_RESULT, row_hashes(model, inputs, outputs, input_rows))

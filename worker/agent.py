@@ -22,6 +22,7 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import asdict
+from typing import Any, TypeVar
 
 from eth_account.signers.local import LocalAccount
 
@@ -41,6 +42,15 @@ logger = logging.getLogger(__name__)
 
 MAX_WAIT_S = 0.25  # the loop looks at the stop event at least this often
 RUN_SHARE_OF_GRACE = 2 / 3  # on stop, the part of the grace running jobs may take
+MAX_CHUNK = 16  # jobs given to an inference process at once (see JobRunner.run_chunk)
+T = TypeVar("T")
+
+
+def chunks(items: list[T], workers: int) -> list[list[T]]:
+    """``items`` in order, cut into chunks of at most ``MAX_CHUNK``, enough of them to give
+    each of ``workers`` one when there are that many items."""
+    size = max(1, min(MAX_CHUNK, -(-len(items) // max(1, workers))))
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class Agent:
@@ -157,6 +167,8 @@ class Agent:
                 logger.error("API error: %s", exc, extra={"event": "api_error", "code": exc.error})
                 stop.wait(errors.next_delay())
                 continue
+            if stop.is_set():
+                break  # at once: what has not started yet is still cancellable
             self._wait(stop, next_pull)
             if time.monotonic() - last_stats >= self.settings.stats_interval_s:
                 last_stats = time.monotonic()
@@ -192,66 +204,75 @@ class Agent:
         want = min(self.settings.pull_batch, self.settings.held_limit() - held)
         if want <= 0:
             return False
-        new = 0
+        new: list[tuple[str, Any]] = []
         for raw in self._client.pull(held + want, stop):
             key, has_id = job_key(raw)
-            if new >= want or self._held.holds(key):
+            if len(new) >= want or self._held.holds(key):
                 continue
-            new += 1
             self.stats.pulled += 1
             if not has_id:  # cannot be run, nor handed back without an id
                 self._held.ignore(key)
                 self._skip(Skipped(None, "malformed_assignment", "no well-formed job_id"))
                 continue
-            try:
-                future = self._pool.submit(raw)
-            except futures.BrokenExecutor:  # a process died while the pool was idle
-                self._restart_pool()
-                future = self._pool.submit(raw)
-            self._held.start(future, key)
+            new.append((key, raw))
+        for chunk in chunks(new, self._pool.size):
+            self._start([key for key, _ in chunk], [raw for _, raw in chunk])
         self.stats.held = self._held.count()
-        return new > 0
+        return bool(new)
+
+    def _start(self, keys: list[str], raws: list[Any]) -> None:
+        if self._pool is None:
+            raise RuntimeError("_start() without a pool")
+        try:
+            future = self._pool.submit(raws)
+        except futures.BrokenExecutor:  # a process died while the pool was idle
+            self._restart_pool()
+            future = self._pool.submit(raws)
+        self._held.start(future, keys)
 
     def _collect(self) -> None:
-        """Take the outcomes of finished jobs; a dead inference process restarts the pool."""
+        """Take the outcomes of finished chunks; a dead inference process restarts the pool."""
         broken = False
         for future in [f for f in self._held.running if f.done()]:
-            key = self._held.finish(future)
+            keys = self._held.finish(future)
             if future.cancelled():
                 continue
             try:
-                outcome = future.result()
-            except Exception as exc:  # BrokenProcessPool: a process died under this job
+                outcomes = future.result()
+            except Exception as exc:  # BrokenProcessPool: a process died under these jobs
                 broken = True
-                self.stats.errors += 1
-                self._held.hand_back(key)
+                self._lose(keys)
                 logger.error(
-                    "job %s lost with its inference process: %r",
-                    key,
+                    "%d jobs lost with their inference process: %r",
+                    len(keys),
                     exc,
-                    extra={"event": "pool_broken", "job_id": key},
+                    extra={"event": "pool_broken", "jobs": keys},
                 )
                 continue
-            if isinstance(outcome, Done):
-                self.stats.add_signed(outcome.rows, outcome.inference_s, outcome.overhead_s)
-                self._held.add_ready(key, outcome.result)
-            else:
-                self._held.hand_back(key)
-                self._skip(outcome)
+            for key, outcome in zip(keys, outcomes, strict=True):
+                if isinstance(outcome, Done):
+                    self.stats.add_signed(outcome.rows, outcome.inference_s, outcome.overhead_s)
+                    self._held.add_ready(key, outcome.result)
+                else:
+                    self._held.hand_back(key)
+                    self._skip(outcome)
         self.stats.held = self._held.count()
         if broken and not self._stopping:
             self._restart_pool()
+
+    def _lose(self, keys: list[str]) -> None:
+        """Jobs that will not be answered here (their process died): errors, handed back."""
+        self.stats.errors += len(keys)
+        for key in keys:
+            self._held.hand_back(key)
 
     def pool_pids(self) -> list[int]:
         """The inference processes' ids (none while stopped, or with a single thread)."""
         return self._pool.pids() if self._pool is not None else []
 
     def _restart_pool(self) -> None:
-        lost = list(self._held.running.items())  # failed with the pool, or will
-        for future, key in lost:
-            self._held.finish(future)
-            self._held.hand_back(key)
-            self.stats.errors += 1
+        lost = [key for future in list(self._held.running) for key in self._held.finish(future)]
+        self._lose(lost)  # they failed with the pool, or will
         if self._pool is not None:
             self._pool.close(kill=True)
         self._pool = self._new_pool()
@@ -281,13 +302,13 @@ class Agent:
         self._stopping = self._courier.stopping = True
         grace = Grace(stop, self.settings.shutdown_grace_s)
         grace.is_set()  # the grace starts now
-        for future, key in list(self._held.running.items()):
+        for future in list(self._held.running):
             if future.cancel():
-                self._held.finish(future)
-                self._held.hand_back(key)
+                for key in self._held.finish(future):
+                    self._held.hand_back(key)
         logger.info(
             "stopping: %d jobs running, %d results to submit, %d to hand back",
-            len(self._held.running),
+            sum(len(keys) for keys in self._held.running.values()),
             len(self._held.ready),
             len(self._held.to_release),
             extra={"event": "winding_down"},
@@ -297,9 +318,9 @@ class Agent:
             timeout = min(MAX_WAIT_S, max(0.0, until - time.monotonic()))
             futures.wait(list(self._held.running), timeout, futures.FIRST_COMPLETED)
             self._collect()
-        for future, key in list(self._held.running.items()):  # out of time
-            self._held.finish(future)
-            self._held.hand_back(key)
+        for future in list(self._held.running):  # out of time
+            for key in self._held.finish(future):
+                self._held.hand_back(key)
         try:
             self._courier.flush(grace, force=True)
         except ApiError as exc:  # the grace ran out; the deadlines hand the jobs on

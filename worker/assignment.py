@@ -15,7 +15,7 @@ from typing import Any
 import numpy.typing as npt
 
 from protocol.errors import TensorError
-from protocol.hashing import input_hash
+from protocol.hashing import TAG_INPUT, commit_rows, input_row_hashes
 from protocol.tensors import decode
 from worker.errors import InputHashMismatch, MalformedAssignment
 
@@ -31,6 +31,7 @@ class Job:
     input_hash: bytes
     inputs: dict[str, npt.NDArray[Any]]
     deadline: int
+    input_rows: tuple[bytes, ...] = ()  # the inputs' row hashes (protocol.hashing)
 
     @property
     def job_id_hex(self) -> str:
@@ -80,9 +81,10 @@ def parse_assignment(raw: Any, *, max_tensor_bytes: int, max_inputs: int) -> Job
         raise MalformedAssignment(job_hex, "deadline must be an integer unix time")
     inputs = _inputs(raw, job_hex, max_tensor_bytes, max_inputs)
     try:
-        actual = input_hash(inputs)
+        rows = tuple(input_row_hashes(inputs))
     except TensorError as exc:
         raise MalformedAssignment(job_hex, exc.detail) from exc
+    actual = commit_rows(TAG_INPUT, rows)
     if actual != claimed:
         raise InputHashMismatch(job_hex, claimed, actual)
-    return Job(job_id, model_hash, claimed, inputs, deadline)
+    return Job(job_id, model_hash, claimed, inputs, deadline, rows)

@@ -37,7 +37,7 @@ def job_key(raw: Any) -> tuple[str, bool]:
 
 class Holdings:
     def __init__(self) -> None:
-        self.running: dict[Future[Outcome], str] = {}
+        self.running: dict[Future[list[Outcome]], list[str]] = {}  # a chunk's job keys
         self.ready: list[dict[str, Any]] = []  # results to submit
         self.ready_since: float | None = None
         self.to_release: list[str] = []  # job ids to hand back
@@ -46,19 +46,19 @@ class Holdings:
         self._ignored: OrderedDict[str, None] = OrderedDict()
 
     def count(self) -> int:
-        return len(self.running) + len(self.ready)
+        return len(self._running_ids) + len(self.ready)
 
     def holds(self, key: str) -> bool:
         return key in self._running_ids or key in self._ready_ids or key in self._ignored
 
-    def start(self, future: Future[Outcome], key: str) -> None:
-        self.running[future] = key
-        self._running_ids.add(key)
+    def start(self, future: Future[list[Outcome]], keys: list[str]) -> None:
+        self.running[future] = keys
+        self._running_ids.update(keys)
 
-    def finish(self, future: Future[Outcome]) -> str:
-        key = self.running.pop(future)
-        self._running_ids.discard(key)
-        return key
+    def finish(self, future: Future[list[Outcome]]) -> list[str]:
+        keys = self.running.pop(future)
+        self._running_ids.difference_update(keys)
+        return keys
 
     def ignore(self, key: str) -> None:
         self._ignored[key] = None

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -128,19 +130,30 @@ class ModelStore:
         logger.debug("session for %s created (opt_level=%s)", manifest.name, self.opt_level)
         return session
 
-    def run(self, model_hash_hex: str, inputs: Mapping[str, npt.NDArray[Any]]) -> Arrays:
-        """Run every row at batch 1 and stack the rows; outputs are those the manifest names."""
+    def check(self, model_hash_hex: str, inputs: Mapping[str, npt.NDArray[Any]]) -> Checked:
+        """The inputs checked against the model's manifest (names, dtypes, shapes, ranges)."""
         manifest = self.manifest(model_hash_hex)
         try:
             rows = manifest.validate_inputs(dict(inputs))
         except TensorError as exc:
             raise InvalidInputs(manifest.sha256, exc.detail) from exc
+        return Checked(manifest, dict(inputs), rows)
+
+    def run(self, model_hash_hex: str, inputs: Mapping[str, npt.NDArray[Any]]) -> Arrays:
+        """Check the inputs, run every row at batch 1 and stack the rows; outputs are those
+        the manifest names."""
+        return self.run_checked(self.check(model_hash_hex, inputs))
+
+    def run_checked(self, checked: Checked) -> Arrays:
+        """``run`` of inputs ``check`` passed (the agent checks a chunk of jobs, then runs it)."""
+        manifest = checked.manifest
         session = self.session(manifest.sha256)
         names = [spec.name for spec in manifest.outputs]
         collected: dict[str, list[npt.NDArray[Any]]] = {name: [] for name in names}
-        for row in range(rows):
+        for row in range(checked.rows):
             feed = {
-                name: np.ascontiguousarray(array[row : row + 1]) for name, array in inputs.items()
+                name: np.ascontiguousarray(array[row : row + 1])
+                for name, array in checked.inputs.items()
             }
             try:
                 values = session.run(names, feed)
@@ -148,9 +161,21 @@ class ModelStore:
                 raise InferenceFailed(manifest.sha256, str(exc)) from exc
             for name, value in zip(names, values, strict=True):
                 collected[name].append(value)
-        outputs = {name: np.concatenate(parts, axis=0) for name, parts in collected.items()}
+        outputs = {
+            name: parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+            for name, parts in collected.items()
+        }
         _check_outputs(manifest, outputs)
         return outputs
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Inputs that passed ``ModelStore.check`` for ``manifest``: ``rows`` rows."""
+
+    manifest: Manifest
+    inputs: Arrays
+    rows: int
 
 
 def _check_signature(manifest: Manifest, session: ort.InferenceSession) -> None:
@@ -166,10 +191,17 @@ def _check_signature(manifest: Manifest, session: ort.InferenceSession) -> None:
         )
 
 
+@lru_cache(maxsize=32)
+def _dtype(name: str) -> np.dtype[Any]:
+    """``np.dtype(name)``, remembered: comparing dtypes is cheap, naming one is not (numpy 2
+    builds a dtype's name in Python on every ``str()``)."""
+    return np.dtype(name)
+
+
 def _check_outputs(manifest: Manifest, outputs: Arrays) -> None:
     for spec in manifest.outputs:
         array = outputs[spec.name]
-        if str(array.dtype) != spec.dtype or array.ndim != len(spec.shape):
+        if array.dtype != _dtype(spec.dtype) or array.ndim != len(spec.shape):
             raise InferenceFailed(
                 manifest.sha256,
                 f"output {spec.name} is {array.dtype}{list(array.shape)}, "

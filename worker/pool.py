@@ -34,14 +34,14 @@ def _start_process(spec: RunnerSpec) -> None:
     _runner = JobRunner(spec)
 
 
-def _run_in_process(raw: Any) -> Outcome:
+def _run_in_process(raws: list[Any]) -> list[Outcome]:
     if _runner is None:  # the initializer failed; the pool reports it as broken
         raise RuntimeError("inference process without a runner")
-    return _runner.run(raw)
+    return _runner.run_chunk(raws)
 
 
 class Pool:
-    """``size`` runners fed through ``submit``; ``close`` ends them."""
+    """``size`` runners fed chunks of assignments through ``submit``; ``close`` ends them."""
 
     def __init__(self, spec: RunnerSpec, size: int, runner: JobRunner | None = None) -> None:
         self.size = size
@@ -68,11 +68,12 @@ class Pool:
         processes = getattr(self._executor, "_processes", None) or {}
         return sorted(p.pid for p in processes.values() if p.pid is not None and p.is_alive())
 
-    def submit(self, raw: Any) -> Future[Outcome]:
-        """Raises ``concurrent.futures.BrokenExecutor`` once a process of the pool died."""
+    def submit(self, raws: list[Any]) -> Future[list[Outcome]]:
+        """Run a chunk of raw assignments (``JobRunner.run_chunk``). Raises
+        ``concurrent.futures.BrokenExecutor`` once a process of the pool died."""
         if self._local is not None:
-            return self._executor.submit(self._local.run, raw)
-        return self._executor.submit(_run_in_process, raw)
+            return self._executor.submit(self._local.run_chunk, raws)
+        return self._executor.submit(_run_in_process, raws)
 
     def close(self, *, kill: bool) -> None:
         """Stop taking work; ``kill`` also ends running jobs at once (processes only: a

@@ -129,6 +129,9 @@ def test_input_result_hashes_by_hand() -> None:
     result = _sha(b"inferledger/result/v1", b"\x00\x00\x00\x02", *rows)
     assert hashing.result_hash(MODEL, inputs, outputs) == result
     assert hashing.commit_rows(hashing.TAG_RESULT, rows) == result
+    # the input row hashes a caller already has (the worker's, from checking the input hash)
+    assert hashing.result_hash(MODEL, inputs, outputs, in_rows) == result
+    assert hashing.result_hash(MODEL, inputs, outputs, in_rows[::-1]) != result
 
 
 def _job(rows: int = 4) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -20,6 +20,7 @@ from protocol.eip712 import Attestation, recover_attestation
 from protocol.hashing import result_hash
 from protocol.manifest import load_models
 from protocol.tensors import decode
+from worker.agent import MAX_CHUNK
 from worker.config import WorkerSettings
 from worker.errors import AuthRefused
 from worker.inference import ModelStore
@@ -264,23 +265,22 @@ def test_stop_during_a_pull_submits_what_ran_and_hands_back_the_rest(
     digits: npt.NDArray[np.float32],
 ) -> None:
     model = _model(settings)
-    fake_api.assignments = [make_assignment(model, {"input": digits[:60]}, job=i) for i in range(8)]
+    jobs = [make_assignment(model, {"input": digits[:64]}, job=i) for i in range(20)]
+    fake_api.assignments = list(jobs)
     holder: list[Running] = []
     fake_api.on_pull = lambda: holder[0].event.set()  # stop arrives while the pull is answered
     fake_api.fail_next = {"/v1/work/results": [503]}  # and the first submit fails
-    holder.append(Running(settings, account))
-    holder[0].thread.join(timeout=10)
+    wide = settings.model_copy(update={"pull_batch": 20, "max_held": 20})
+    holder.append(Running(wide, account))
+    holder[0].thread.join(timeout=30)
     stats = holder[0].stop()
-    posted = {p["job_id"] for p in fake_api.posted}
-    assert len(posted) >= 1  # the running job finished and was submitted after a retry
-    assert posted | set(fake_api.released) == {a["job_id"] for a in _jobs(model, digits, 8)}
-    assert not posted & set(fake_api.released)
-    assert (stats.done, stats.handed_back) == (len(posted), 8 - len(posted))
+    posted = [p["job_id"] for p in fake_api.posted]
+    # the first chunk was running: it finished and was submitted after a retry; the second
+    # had not started: handed back
+    assert posted == [a["job_id"] for a in jobs[:MAX_CHUNK]]
+    assert fake_api.released == [a["job_id"] for a in jobs[MAX_CHUNK:]]
+    assert (stats.done, stats.handed_back, stats.errors) == (MAX_CHUNK, 20 - MAX_CHUNK, 0)
     assert fake_api.count("POST", "/v1/work/results") == 2
-
-
-def _jobs(model: str, digits: npt.NDArray[np.float32], count: int) -> list[dict[str, Any]]:
-    return [make_assignment(model, {"input": digits[:60]}, job=i) for i in range(count)]
 
 
 def test_refused_sign_in_is_fatal(

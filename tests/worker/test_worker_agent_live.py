@@ -20,6 +20,7 @@ from worker_live_api import LiveApi, api_env_for_agents, samples, wait_for, writ
 
 from ledger.config import get_settings
 from ledger.models import AssignmentStatus, JobStatus
+from worker.agent import MAX_CHUNK
 from worker.api_client import ApiClient
 from worker.config import WorkerSettings
 
@@ -137,9 +138,10 @@ def test_stop_hands_back_jobs_not_started_and_submits_the_rest(
 ) -> None:
     env = live.env
     c = env.contributors[0]
-    jobs = [env.submit_job(samples(64, start=i))["job_id"] for i in range(12)]
+    env.fund_and_deposit(env.client_key, 2 * 10**18)  # 3,000 rows in all
+    jobs = [env.submit_job(samples(32, start=i))["job_id"] for i in range(48)]
     mine = {a.job_id for a in live.assignments(jobs) if a.worker == c.worker}
-    assert len(mine) >= 2
+    assert len(mine) > MAX_CHUNK  # more than one chunk: one runs, the rest waits
     settings = _settings(live, 0, models_dir, tmp_path, pull_batch=64, max_held=64)
     stop = threading.Event()
     client = StopAfterPull(settings, c.device, stop=stop)
@@ -150,8 +152,9 @@ def test_stop_hands_back_jobs_not_started_and_submits_the_rest(
     expired = {a.job_id for a in rows if a.status == AssignmentStatus.EXPIRED}
     submitted = {a.job_id for a in rows if a.status == AssignmentStatus.SUBMITTED}
     assert expired | submitted == mine  # nothing left held
-    assert stats.pulled == len(mine) and stats.done == len(submitted)
-    assert stats.handed_back == len(expired) >= 1  # a thread runs one 64-row job at a time
+    assert len(submitted) == MAX_CHUNK == stats.done  # the running chunk finished
+    assert stats.handed_back == len(expired) == len(mine) - MAX_CHUNK
+    assert stats.pulled == len(mine) and stats.errors == 0
     assert live.faults(c) == (0, 0)  # handing back is no liveness fault
     for job_id in expired:  # each went at once to the contributor not yet on it
         live_rows = [a for a in live.assignments([job_id]) if a.status != AssignmentStatus.EXPIRED]
