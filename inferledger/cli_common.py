@@ -11,11 +11,12 @@ contract's error name) or unreachable; 2 bad usage (an amount, a key file, a pas
 from __future__ import annotations
 
 import os
-import typing
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import httpx
 import typer
@@ -168,16 +169,69 @@ def api_client(api_url: str, account: LocalAccount, timeout_s: float = 30.0) -> 
     return InferenceClient(api_url, bytes(account.key), timeout_s=timeout_s)
 
 
-def signed_chain(
-    key_file: Path,
-    password_env: str | None,
-    api_url: str,
-    rpc_url: str,
-    deployment_file: Path | None,
-) -> ChainClient:
-    """A chain client that signs with the key in ``key_file``."""
-    account = load_account(key_file, password_env)
-    return chain_client(rpc_url, deployment_of(deployment_file, api_url), account)
+def when(unix_s: int) -> str:
+    """A chain timestamp in local time."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(unix_s)))
+
+
+def tokens_received(chain: ChainClient, action: Callable[[ChainClient], None]) -> int:
+    """Run ``action`` (a withdrawal or claim); the tokens it brought to the key's wallet."""
+    with errors_as_exit():
+        balance_of = chain.token.functions.balanceOf(chain.address)
+        before = int(chain.call(balance_of))
+        action(chain)
+        return int(chain.call(balance_of)) - before
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a command acts: the key file, the API, the chain (the group's options)."""
+
+    key_file: Path
+    password_env: str | None
+    api_url: str
+    rpc_url: str
+    deployment_file: Path | None
+
+    def account(self) -> LocalAccount:
+        return load_account(self.key_file, self.password_env)
+
+    def chain(self, *, signed: bool = True) -> ChainClient:
+        """A chain client, signing with the key file's key unless ``signed`` is False."""
+        account = self.account() if signed else None
+        return chain_client(
+            self.rpc_url, deployment_of(self.deployment_file, self.api_url), account
+        )
+
+    def client(self, timeout_s: float = 30.0) -> InferenceClient:
+        return api_client(self.api_url, self.account(), timeout_s)
+
+
+def target(ctx: typer.Context) -> Target:
+    found = ctx.find_object(Target)
+    if found is None:  # pragma: no cover - the group's callback always sets it
+        raise RuntimeError("no Target in the command's context")
+    return found
+
+
+def add_target_options(app: typer.Typer, *, key_envvar: str, default_key_file: Path) -> None:
+    """The group's options, given before the command (or as environment variables)."""
+
+    key_file_option = typer.Option(
+        default_key_file, "--key-file", envvar=key_envvar, help="The key file."
+    )
+
+    @app.callback()
+    def options(
+        ctx: typer.Context,
+        key_file: Path = key_file_option,
+        password_env: PasswordEnv = None,
+        api_url: ApiUrl = DEFAULT_API_URL,
+        rpc_url: RpcUrl = DEFAULT_RPC_URL,
+        deployment_file: DeploymentFile = None,
+    ) -> None:
+        ctx.obj = Target(key_file, password_env, api_url, rpc_url, deployment_file)
 
 
 Plaintext = Annotated[
@@ -196,35 +250,25 @@ KeyEnv = Annotated[
 ]
 
 
-def add_key_commands(app: typer.Typer, key_file_option: Any, default: Path) -> None:
-    """``new`` and ``import`` on ``app``, writing to ``--key-file`` (``key_file_option``)."""
+def add_key_commands(app: typer.Typer) -> None:
+    """``new`` and ``import`` on ``app``, writing to the group's ``--key-file``."""
 
-    def key_new(
-        key_file: Path = default,
-        password_env: PasswordEnv = None,
-        plaintext: Plaintext = False,
-    ) -> None:
+    @app.command("new")
+    def key_new(ctx: typer.Context, plaintext: Plaintext = False) -> None:
         """Create a new key file and print its address (never overwrites a file)."""
-        account = new_key_file(key_file, password_env, plaintext=plaintext)
-        typer.echo(f"created {key_file}", err=True)
+        where = target(ctx)
+        account = new_key_file(where.key_file, where.password_env, plaintext=plaintext)
+        typer.echo(f"created {where.key_file}", err=True)
         typer.echo(account.address)
 
+    @app.command("import")
     def key_import(
-        key_file: Path = default,
-        key_env: KeyEnv = None,
-        password_env: PasswordEnv = None,
-        plaintext: Plaintext = False,
+        ctx: typer.Context, key_env: KeyEnv = None, plaintext: Plaintext = False
     ) -> None:
         """Store an existing private key in a key file and print its address."""
-        secret = secret_from(key_env)
-        account = new_key_file(key_file, password_env, plaintext=plaintext, secret=secret)
-        typer.echo(f"imported into {key_file}", err=True)
+        where, secret = target(ctx), secret_from(key_env)
+        account = new_key_file(
+            where.key_file, where.password_env, plaintext=plaintext, secret=secret
+        )
+        typer.echo(f"imported into {where.key_file}", err=True)
         typer.echo(account.address)
-
-    for name, command in (("new", key_new), ("import", key_import)):
-        # annotations are strings here (future import): give typer the option itself
-        command.__annotations__ = {
-            **typing.get_type_hints(command, include_extras=True),
-            "key_file": key_file_option,
-        }
-        app.command(name)(command)

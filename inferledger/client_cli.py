@@ -8,7 +8,6 @@ do not), the balance, and withdrawing what is not owed after the vault's notice 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,23 +19,16 @@ from rich.table import Table
 from inferledger import actors
 from inferledger.amounts import format_tokens
 from inferledger.cli_common import (
-    DEFAULT_API_URL,
-    DEFAULT_RPC_URL,
     EXIT_USAGE,
-    ApiUrl,
-    DeploymentFile,
-    PasswordEnv,
-    RpcUrl,
     add_key_commands,
-    api_client,
-    chain_client,
+    add_target_options,
     console,
-    deployment_of,
     errors_as_exit,
     fail,
-    load_account,
-    signed_chain,
+    target,
     tokens_arg,
+    tokens_received,
+    when,
 )
 from inferledger.client import InferenceClient
 from inferledger.receipts import Receipt
@@ -50,12 +42,12 @@ app = typer.Typer(
 key_app = typer.Typer(help="Create or import the client's key file.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
 
-KeyFile = Annotated[
-    Path,
-    typer.Option("--key-file", envvar="INFERLEDGER_CLIENT_KEY_FILE", help="The client's key file."),
-]
-DEFAULT_KEY_FILE = Path.home() / ".inferledger" / "client-key.json"
-add_key_commands(key_app, KeyFile, DEFAULT_KEY_FILE)
+add_target_options(
+    app,
+    key_envvar="INFERLEDGER_CLIENT_KEY_FILE",
+    default_key_file=Path.home() / ".inferledger" / "client-key.json",
+)
+add_key_commands(key_app)
 ModelOpt = Annotated[str, typer.Option("--model", help="Model name or hash (see `models`).")]
 TextOpt = Annotated[
     list[str] | None,
@@ -75,16 +67,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the job and receipt
 # -- chain -----------------------------------------------------------------------------
 @app.command()
 def deposit(
+    ctx: typer.Context,
     amount: Annotated[str, typer.Argument(help="Tokens to deposit, e.g. 1.5.")],
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
-    rpc_url: RpcUrl = DEFAULT_RPC_URL,
-    deployment_file: DeploymentFile = None,
 ) -> None:
     """Deposit AMOUNT tokens into the vault in one transaction, approved by a permit."""
     amount_wei = tokens_arg(amount)
-    chain = signed_chain(key_file, password_env, api_url, rpc_url, deployment_file)
+    chain = target(ctx).chain()
     with errors_as_exit():
         actors.deposit_with_permit(chain, amount_wei)
         total = int(chain.call(chain.vault.functions.depositOf(chain.address)))
@@ -93,16 +81,12 @@ def deposit(
 
 @app.command("withdraw-request")
 def withdraw_request(
+    ctx: typer.Context,
     amount: Annotated[str, typer.Argument(help="Tokens to withdraw, e.g. 1.5.")],
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
-    rpc_url: RpcUrl = DEFAULT_RPC_URL,
-    deployment_file: DeploymentFile = None,
 ) -> None:
     """Give notice to withdraw AMOUNT tokens; `withdraw` pays them after the notice period."""
     amount_wei = tokens_arg(amount)
-    chain = signed_chain(key_file, password_env, api_url, rpc_url, deployment_file)
+    chain = target(ctx).chain()
     with errors_as_exit():
         actors.request_withdrawal(chain, amount_wei)
         _, unlock_at = chain.call(chain.vault.functions.pendingWithdrawalOf(chain.address))
@@ -111,32 +95,23 @@ def withdraw_request(
 
 @app.command()
 def withdraw(
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
-    rpc_url: RpcUrl = DEFAULT_RPC_URL,
-    deployment_file: DeploymentFile = None,
+    ctx: typer.Context,
 ) -> None:
     """Withdraw the requested amount once its notice period is over."""
-    chain = signed_chain(key_file, password_env, api_url, rpc_url, deployment_file)
-    with errors_as_exit():
-        before = int(chain.call(chain.token.functions.balanceOf(chain.address)))
-        actors.withdraw(chain)
-        after = int(chain.call(chain.token.functions.balanceOf(chain.address)))
-    console.print(f"withdrew {format_tokens(after - before)}")
+    received = tokens_received(target(ctx).chain(), actors.withdraw)
+    console.print(f"withdrew {format_tokens(received)}")
 
 
 def _unlocks(unlock_at: int) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(unlock_at)))
-    return f"unlocks at {when}"
+    return f"unlocks at {when(unlock_at)}"
 
 
 # -- the API ---------------------------------------------------------------------------
 @app.command()
-def models(api_url: ApiUrl = DEFAULT_API_URL) -> None:
+def models(ctx: typer.Context) -> None:
     """The models the API serves and their prices."""
 
-    with errors_as_exit(), InferenceClient(api_url, None) as client:
+    with errors_as_exit(), InferenceClient(target(ctx).api_url, None) as client:
         found = client.models()
     table = Table(title="models")
     for column in ("name", "version", "input", "price per row", "max rows", "hash"):
@@ -155,22 +130,18 @@ def models(api_url: ApiUrl = DEFAULT_API_URL) -> None:
 
 @app.command()
 def balance(
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
-    rpc_url: RpcUrl = DEFAULT_RPC_URL,
-    deployment_file: DeploymentFile = None,
+    ctx: typer.Context,
 ) -> None:
     """Deposited, spent, pending (held by open jobs), available, and what the chain holds."""
-    account = load_account(key_file, password_env)
-    with errors_as_exit(), api_client(api_url, account) as client:
+    with errors_as_exit(), target(ctx).client() as client:
         b = client.balance()
-        chain = chain_client(rpc_url, deployment_of(deployment_file, api_url))
-        vault = int(chain.call(chain.vault.functions.depositOf(account.address)))
-        redeemed = int(chain.call(chain.vault.functions.redeemedOf(account.address)))
-        pending, unlock_at = chain.call(chain.vault.functions.pendingWithdrawalOf(account.address))
-        wallet = int(chain.call(chain.token.functions.balanceOf(account.address)))
-    table = Table(title=f"client {account.address}", show_header=False)
+        me = client.address
+        chain = target(ctx).chain(signed=False)
+        vault = int(chain.call(chain.vault.functions.depositOf(me)))
+        redeemed = int(chain.call(chain.vault.functions.redeemedOf(me)))
+        pending, unlock_at = chain.call(chain.vault.functions.pendingWithdrawalOf(me))
+        wallet = int(chain.call(chain.token.functions.balanceOf(me)))
+    table = Table(title=f"client {me}", show_header=False)
     table.add_row("deposited", format_tokens(int(b["deposited_wei"])))
     table.add_row("spent (charged for accepted jobs)", format_tokens(int(b["charged_wei"])))
     table.add_row("pending (held by open jobs)", format_tokens(int(b["held_wei"])))
@@ -226,6 +197,7 @@ def _submit(
 
 @app.command()
 def run(
+    ctx: typer.Context,
     model: ModelOpt,
     text: TextOpt = None,
     tensor: TensorOpt = None,
@@ -233,14 +205,10 @@ def run(
         float, typer.Option("--timeout", min=0.0, help="Seconds to wait for the result.")
     ] = 60.0,
     as_json: JsonOpt = False,
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
 ) -> None:
     """Pay for one request and wait for its result and receipt. Exits 3 if it is not decided
     within --timeout (poll it with `status`), or fails (then nothing is charged)."""
-    account = load_account(key_file, password_env)
-    with errors_as_exit(), api_client(api_url, account) as client:
+    with errors_as_exit(), target(ctx).client() as client:
         job = _submit(client, model, text, tensor)
         receipt = client.result(job["job_id"], timeout)
     _show(receipt, as_json)
@@ -248,16 +216,13 @@ def run(
 
 @app.command()
 def submit(
+    ctx: typer.Context,
     model: ModelOpt,
     text: TextOpt = None,
     tensor: TensorOpt = None,
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
 ) -> None:
     """Pay for one request and print its job id at once (see `status`)."""
-    account = load_account(key_file, password_env)
-    with errors_as_exit(), api_client(api_url, account) as client:
+    with errors_as_exit(), target(ctx).client() as client:
         job = _submit(client, model, text, tensor)
     typer.echo(f"{job['status']}, price {format_tokens(int(job['price_wei']))}", err=True)
     typer.echo(job["job_id"])
@@ -265,16 +230,19 @@ def submit(
 
 @app.command()
 def status(
+    ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(help="A job id from `submit`.")],
     wait: Annotated[
         float, typer.Option("--wait", min=0.0, help="Seconds to wait for a decision.")
     ] = 0.0,
     as_json: JsonOpt = False,
-    api_url: ApiUrl = DEFAULT_API_URL,
 ) -> None:
     """A job's state; once decided its result and receipt, verified, with the Merkle proof
     of its result once its epoch is posted."""
-    with errors_as_exit(), InferenceClient(api_url, None, timeout_s=30 + wait) as client:
+    with (
+        errors_as_exit(),
+        InferenceClient(target(ctx).api_url, None, timeout_s=30 + wait) as client,
+    ):
         receipt = client.receipt(client.wait(job_id, wait))
     _show(receipt, as_json)
 

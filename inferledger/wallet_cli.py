@@ -7,7 +7,6 @@ signs to prove it holds its key), the devices and their state, earnings in four 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -17,20 +16,17 @@ from rich.table import Table
 from inferledger import actors
 from inferledger.amounts import format_tokens
 from inferledger.cli_common import (
-    DEFAULT_API_URL,
-    DEFAULT_RPC_URL,
     EXIT_REFUSED,
-    ApiUrl,
-    DeploymentFile,
-    PasswordEnv,
-    RpcUrl,
     add_key_commands,
+    add_target_options,
     console,
     errors_as_exit,
     fail,
     password_for,
-    signed_chain,
+    target,
     tokens_arg,
+    tokens_received,
+    when,
 )
 from inferledger.wallet import devices_of, earnings_of, stake_of
 from worker.keys import is_keystore, load_key
@@ -41,28 +37,22 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-KEY_ENV = "INFERLEDGER_WALLET_KEY_FILE"
-KeyFile = Annotated[Path, typer.Option("--key-file", envvar=KEY_ENV, help="The wallet's key file.")]
-DEFAULT_KEY_FILE = Path.home() / ".inferledger" / "wallet.json"
-add_key_commands(app, KeyFile, DEFAULT_KEY_FILE)
-
-
-def _when(unix_s: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_s))
+add_target_options(
+    app,
+    key_envvar="INFERLEDGER_WALLET_KEY_FILE",
+    default_key_file=Path.home() / ".inferledger" / "wallet.json",
+)
+add_key_commands(app)
 
 
 @app.command()
 def stake(
+    ctx: typer.Context,
     amount: Annotated[str, typer.Argument(help="Tokens to bond, e.g. 100.")],
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
-    rpc_url: RpcUrl = DEFAULT_RPC_URL,
-    deployment_file: DeploymentFile = None,
 ) -> None:
     """Bond AMOUNT tokens in the stake registry (devices are eligible at the minimum)."""
     amount_wei = tokens_arg(amount)
-    chain = signed_chain(key_file, password_env, api_url, rpc_url, deployment_file)
+    chain = target(ctx).chain()
     with errors_as_exit():
         actors.stake(chain, amount_wei)
         now = stake_of(chain, chain.address)
@@ -74,6 +64,7 @@ def stake(
 
 @app.command()
 def register(
+    ctx: typer.Context,
     device_key_file: Annotated[
         Path, typer.Argument(help="The device's key file (`inferledger worker init`).")
     ],
@@ -85,11 +76,6 @@ def register(
             help="Environment variable holding the device keystore's password.",
         ),
     ] = None,
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
-    rpc_url: RpcUrl = DEFAULT_RPC_URL,
-    deployment_file: DeploymentFile = None,
 ) -> None:
     """Register a device key to this wallet; the device key signs the registration."""
     with errors_as_exit():
@@ -97,7 +83,7 @@ def register(
         device = load_key(
             device_key_file, password_for(device_password_env, new=False) if keystore else None
         )
-    chain = signed_chain(key_file, password_env, api_url, rpc_url, deployment_file)
+    chain = target(ctx).chain()
     with errors_as_exit():
         worker = actors.register_device(chain, bytes(device.key))
     console.print(f"registered device {worker} to {chain.address}")
@@ -105,18 +91,14 @@ def register(
 
 @app.command()
 def devices(
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
-    rpc_url: RpcUrl = DEFAULT_RPC_URL,
-    deployment_file: DeploymentFile = None,
+    ctx: typer.Context,
 ) -> None:
     """The wallet's devices: state on chain (eligible, registered, unbonding, jailed,
     removed) and, from the API, when each was last seen and what it holds."""
     import httpx
 
-    chain = signed_chain(key_file, password_env, api_url, rpc_url, deployment_file)
-    with errors_as_exit(), httpx.Client(base_url=api_url, timeout=30) as http:
+    chain = target(ctx).chain()
+    with errors_as_exit(), httpx.Client(base_url=target(ctx).api_url, timeout=30) as http:
         found = devices_of(chain, http, chain.address)
         bonds = stake_of(chain, chain.address)
     table = Table(
@@ -142,24 +124,20 @@ def devices(
 
 @app.command()
 def earnings(
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
-    rpc_url: RpcUrl = DEFAULT_RPC_URL,
-    deployment_file: DeploymentFile = None,
+    ctx: typer.Context,
 ) -> None:
     """Earnings: pending (not yet in a posted epoch), in a posted epoch (within its
     challenge window), claimable (under a final epoch) and claimed."""
     import httpx
 
-    chain = signed_chain(key_file, password_env, api_url, rpc_url, deployment_file)
-    with errors_as_exit(), httpx.Client(base_url=api_url, timeout=30) as http:
+    chain = target(ctx).chain()
+    with errors_as_exit(), httpx.Client(base_url=target(ctx).api_url, timeout=30) as http:
         e = earnings_of(chain, http, chain.address)
     table = Table(title=f"earnings of {chain.address}", show_header=False)
     table.add_row("pending (in no posted epoch yet)", format_tokens(e.pending_wei))
     posted = format_tokens(e.in_posted_epoch_wei)
     if e.in_posted_epoch_wei:
-        posted += f" (epoch {e.posted_epoch}, final at {_when(e.posted_claimable_at)})"
+        posted += f" (epoch {e.posted_epoch}, final at {when(e.posted_claimable_at)})"
     table.add_row("in a posted epoch", posted)
     claimable = format_tokens(e.claimable_wei)
     if e.final_epoch:
@@ -171,22 +149,18 @@ def earnings(
 
 @app.command()
 def claim(
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
-    rpc_url: RpcUrl = DEFAULT_RPC_URL,
-    deployment_file: DeploymentFile = None,
+    ctx: typer.Context,
 ) -> None:
     """Claim everything under the newest final epoch's root (exits 1 if nothing is)."""
     import httpx
 
-    chain = signed_chain(key_file, password_env, api_url, rpc_url, deployment_file)
-    with errors_as_exit(), httpx.Client(base_url=api_url, timeout=30) as http:
+    chain = target(ctx).chain()
+    with errors_as_exit(), httpx.Client(base_url=target(ctx).api_url, timeout=30) as http:
         e = earnings_of(chain, http, chain.address)
         if e.claimable_wei == 0:
             later = (
                 f"; {format_tokens(e.in_posted_epoch_wei)} becomes claimable at "
-                f"{_when(e.posted_claimable_at)}"
+                f"{when(e.posted_claimable_at)}"
                 if e.in_posted_epoch_wei
                 else ""
             )
@@ -197,38 +171,26 @@ def claim(
 
 @app.command()
 def unbond(
+    ctx: typer.Context,
     amount: Annotated[str, typer.Argument(help="Tokens to unbond, e.g. 50.")],
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
-    rpc_url: RpcUrl = DEFAULT_RPC_URL,
-    deployment_file: DeploymentFile = None,
 ) -> None:
     """Start unbonding AMOUNT tokens; `withdraw` pays them after the unbonding delay. Stake
     below the minimum makes the wallet's devices ineligible at once."""
     amount_wei = tokens_arg(amount)
-    chain = signed_chain(key_file, password_env, api_url, rpc_url, deployment_file)
+    chain = target(ctx).chain()
     with errors_as_exit():
         actors.request_unbond(chain, amount_wei)
         now = stake_of(chain, chain.address)
     console.print(
-        f"unbonding {format_tokens(now.unbonding_wei)}, unlocks at {_when(now.unlock_at)}; "
+        f"unbonding {format_tokens(now.unbonding_wei)}, unlocks at {when(now.unlock_at)}; "
         f"bonded {format_tokens(now.bonded_wei)}"
     )
 
 
 @app.command()
 def withdraw(
-    key_file: KeyFile = DEFAULT_KEY_FILE,
-    password_env: PasswordEnv = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
-    rpc_url: RpcUrl = DEFAULT_RPC_URL,
-    deployment_file: DeploymentFile = None,
+    ctx: typer.Context,
 ) -> None:
     """Withdraw the unbonded stake once its unbonding delay is over."""
-    chain = signed_chain(key_file, password_env, api_url, rpc_url, deployment_file)
-    with errors_as_exit():
-        before = int(chain.call(chain.token.functions.balanceOf(chain.address)))
-        actors.withdraw_unbonded(chain)
-        after = int(chain.call(chain.token.functions.balanceOf(chain.address)))
-    console.print(f"withdrew {format_tokens(after - before)} of unbonded stake")
+    received = tokens_received(target(ctx).chain(), actors.withdraw_unbonded)
+    console.print(f"withdrew {format_tokens(received)} of unbonded stake")
