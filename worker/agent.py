@@ -205,10 +205,12 @@ class Agent:
         if want <= 0:
             return False
         new: list[tuple[str, Any]] = []
+        seen: set[str] = set()  # an answer may name a job twice
         for raw in self._client.pull(held + want, stop):
             key, has_id = job_key(raw)
-            if len(new) >= want or self._held.holds(key):
+            if len(new) >= want or key in seen or self._held.holds(key):
                 continue
+            seen.add(key)
             self.stats.pulled += 1
             if not has_id:  # cannot be run, nor handed back without an id
                 self._held.ignore(key)

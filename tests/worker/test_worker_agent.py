@@ -115,6 +115,29 @@ def test_agent_signs_good_jobs_and_skips_malformed_ones_once(
     assert stats.handed_back == len(with_id) and stats.pulled == total + 2
 
 
+def test_malformed_pull_answers_are_api_errors_not_crashes(
+    settings: WorkerSettings,
+    account: LocalAccount,
+    fake_api: FakeApi,
+    digits: npt.NDArray[np.float32],
+) -> None:
+    fake_api.bad_pull_answers = [
+        {"assignments": "many"},
+        {"assignments": None},
+        {},
+        [1, 2],
+        "text",
+        {"assignments": [{"job_id": "0x" + "ab" * 32}] * 3},  # the same job three times
+    ]
+    fake_api.assignments = [make_assignment(_model(settings), {"input": digits[:2]}, job=1)]
+    running = Running(settings, account)
+    fake_api.wait_posted(1)
+    stats = running.stop()
+    assert (stats.done, stats.api_errors) == (1, 5)
+    assert stats.errors == 1  # the malformed job, once, although it came three times
+    assert fake_api.released == ["0x" + "ab" * 32]
+
+
 def test_results_go_back_in_batches(
     settings: WorkerSettings,
     account: LocalAccount,

@@ -59,6 +59,7 @@ class FakeApi:
         self.older_api = False  # no release, heartbeat or earnings routes
         self.pending_wei = 0
         self.eligible = True
+        self.bad_pull_answers: list[Any] = []  # answered to the next pulls, in turn
         self.refuse: dict[str, str] = {}  # job_id -> error code answered for it
         self.fail_next: dict[str, list[int]] = {}  # path -> statuses answered first
         self.revoke_tokens_after_pull = False
@@ -173,6 +174,8 @@ class FakeApi:
 
     def _work(self, max_items: int) -> tuple[int, Any]:
         with self._lock:
+            if self.bad_pull_answers:
+                return 200, self.bad_pull_answers.pop(0)
             batch = self.assignments[:max_items]
             if not self.redeliver:
                 self.assignments = self.assignments[max_items:]
