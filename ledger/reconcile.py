@@ -22,14 +22,12 @@ another replica takes the slow path through the scheduler.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session, col
 
@@ -38,13 +36,13 @@ from ledger.context import Context
 from ledger.db import ROWS_PER_STATEMENT, values_list
 from ledger.journal import TransferKind, TransferSpec
 from ledger.models import Assignment, AssignmentStatus, Job, JobStatus, Worker
-from protocol import tensors
-from protocol.errors import ProtocolError
+from protocol.consensus import Tally, Vote, tally, within_tolerance
 from protocol.pricing import split
 
-logger = logging.getLogger(__name__)
+# the pure rule lives in protocol.consensus (the auditor decides by it too); re-exported
+__all__ = ["ReconcileReport", "Tally", "Vote", "reconcile_batch", "tally", "within_tolerance"]
 
-Answer = tuple[str, str]  # (fingerprint, result hash)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,89 +51,6 @@ class ReconcileReport:
     failed: int = 0
     extended: int = 0
     job_ids: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Vote:
-    assignment: int
-    worker: str
-    contributor: str
-    answer: Answer
-
-
-@dataclass(frozen=True)
-class Tally:
-    """The answer with the most support and the votes that support it."""
-
-    winner: Answer
-    agreeing: tuple[Vote, ...]
-    total: int
-
-    @property
-    def unanimous(self) -> bool:
-        return len(self.agreeing) == self.total
-
-    @property
-    def majority(self) -> bool:
-        return 2 * len(self.agreeing) > self.total
-
-
-def within_tolerance(
-    a_json: str | None, b_json: str | None, tolerance: float, max_bytes: int
-) -> bool:
-    """Two revealed outputs agree: the same names, dtypes and shapes; floats within
-    ``tolerance`` of each other in every element (NaN or infinity never agree); integers
-    and booleans equal. Anything that does not decode does not agree."""
-    if a_json is None or b_json is None:
-        return False
-    try:
-        a, b = json.loads(a_json), json.loads(b_json)
-        if not isinstance(a, dict) or not isinstance(b, dict) or set(a) != set(b):
-            return False
-        for name in a:
-            x = tensors.decode(a[name], max_bytes=max_bytes)
-            y = tensors.decode(b[name], max_bytes=max_bytes)
-            if x.dtype != y.dtype or x.shape != y.shape:
-                return False
-            if np.issubdtype(x.dtype, np.floating):
-                if not (np.isfinite(x).all() and np.isfinite(y).all()):
-                    return False
-                diff = np.abs(x.astype(np.float64) - y.astype(np.float64))
-                if diff.size and float(diff.max()) > tolerance:
-                    return False
-            elif not np.array_equal(x, y):
-                return False
-    except (ValueError, ProtocolError):
-        return False
-    return True
-
-
-def tally(
-    votes: list[Vote], outputs: dict[int, str | None], tolerance: float, max_bytes: int
-) -> Tally:
-    """Group votes by exact answer; an answer is supported by its own group and by every
-    group of another fingerprint class within tolerance of it. The winner has the most
-    support, then the most exact votes, then the smallest answer (deterministic)."""
-    groups: dict[Answer, list[Vote]] = defaultdict(list)
-    for vote in votes:
-        groups[vote.answer].append(vote)
-    if len(groups) == 1:
-        ((answer, members),) = groups.items()
-        return Tally(answer, tuple(members), len(votes))
-    support: dict[Answer, list[Vote]] = {}
-    for answer, members in groups.items():
-        backing = list(members)
-        for other, theirs in groups.items():
-            if other[0] != answer[0] and within_tolerance(
-                outputs.get(members[0].assignment),
-                outputs.get(theirs[0].assignment),
-                tolerance,
-                max_bytes,
-            ):
-                backing.extend(theirs)
-        support[answer] = backing
-    winner = min(groups, key=lambda a: (-len(support[a]), -len(groups[a]), a))
-    return Tally(winner, tuple(support[winner]), len(votes))
 
 
 @dataclass

@@ -9,6 +9,7 @@ and the audit tool, so the two sides of the protocol can never disagree on bytes
   signing and recovery, and the job id.
 - ``merkle``: OpenZeppelin StandardMerkleTree-compatible leaves, trees and proofs.
 - ``fingerprint``: the execution fingerprint that decides which replicas must match exactly.
+- ``consensus``: the tally of a job's votes and the cross-class tolerance rule.
 - ``pricing``: how a job's price is split between agreeing contributors and the treasury.
 - ``epochfile``: the canonical bytes of a published epoch file and its hash.
 - ``manifest``: model manifests and input validation.
