@@ -3,8 +3,9 @@ assigned, job committed before the answer), against the naive baseline measured 
 run: the same server admitting one request per unit of work (``INFERLEDGER_INGEST_BATCH_MAX=1``,
 one commit per request).
 
-Seeds clients with deposits in the journal and eligible workers, starts uvicorn
-(``--workers``, default 2 for this 2-core machine), and drives it from this process with
+Seeds clients with deposits in the journal and eligible workers, starts the API with
+``python -m api.serve`` (``--workers`` processes with a listening socket each, default 2 for
+this 2-core machine), and drives it from this process with
 ``--clients`` (128) keep-alive connections, each sending its client's requests one after another
 with increasing cumulative vouchers, signed beforehand (signing is the client's cost, not
 the server's). Every answer must be 202; then the journal's invariants are checked in full.
@@ -163,7 +164,7 @@ def measure(args: argparse.Namespace, batch_max: int, tmp: Path) -> dict[str, An
     seed(ctx, keys, per_client, price)
     port = free_port()
     streams = requests(deployment, keys, per_client, "0x" + manifest.sha256, price, port)
-    argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1"]
+    argv = [sys.executable, "-m", "api.serve", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--workers", str(args.workers), "--log-level", "warning"]
     with Processes(data / "logs") as procs:
         procs.start("api", argv, env=env, cwd=ROOT)
@@ -187,7 +188,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6_000, help="paid requests per run")
     parser.add_argument("--naive-requests", type=int, default=1_500, help="for the baseline")
     parser.add_argument("--clients", type=int, default=128, help="concurrent clients")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="API processes (api.serve)")
     parser.add_argument("--batch-max", type=int, default=256, help="jobs per unit of work")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     args = parser.parse_args()

@@ -1,0 +1,139 @@
+"""``python -m api.serve``: processes with a listening socket each on one port, connections
+spread among them, a killed process started again, and all of them stopped on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from inferledger.procs import free_port, http_ok, wait_until
+from ledger.config import REPO_ROOT
+from protocol.contracts import Deployment
+
+WORKERS = 2
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _sockets(pid: int, port: int) -> tuple[set[int], int]:
+    """The inodes of ``pid``'s sockets listening on ``port``, and how many of its sockets
+    are connections established on it (from /proc/net/tcp)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    listening, established = set(), 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, state, inode = int(fields[1].split(":")[1], 16), fields[3], int(fields[9])
+        if local_port != port or inode not in inodes:
+            continue
+        if state == "0A":  # LISTEN
+            listening.add(inode)
+        elif state == "01":  # ESTABLISHED
+            established += 1
+    return listening, established
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    dep = Deployment(31337, *("0x" + os.urandom(20).hex() for _ in range(4)), 0)
+    (tmp_path / "deployment.json").write_text(dep.to_json())
+    env = {
+        **os.environ,
+        "INFERLEDGER_DATA_DIR": str(tmp_path),
+        "INFERLEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+    }
+    port = free_port()
+    argv = [sys.executable, "-m", "api.serve", "--port", str(port), "--workers", str(WORKERS)]
+    proc = subprocess.Popen([*argv, "--log-level", "warning"], cwd=REPO_ROOT, env=env)
+    try:
+        wait_until("the API", http_ok(f"http://127.0.0.1:{port}/healthz"), 90)
+        wait_until("every API process", lambda: len(_children(proc.pid)) == WORKERS, 30)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            for child in _children(proc.pid):
+                os.kill(child, signal.SIGKILL)
+            proc.wait()
+
+
+def test_serve_spreads_connections_over_processes_with_a_socket_each(
+    served: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    proc, port = served
+    children = _children(proc.pid)
+    wait_until(
+        "every process serving",
+        lambda: all(_sockets(c, port)[0] for c in children),
+        30,
+    )
+    listening = [_sockets(c, port)[0] for c in children]
+    assert len(set().union(*listening)) == WORKERS  # not one socket shared
+    clients = [httpx.Client(base_url=f"http://127.0.0.1:{port}") for _ in range(64)]
+    try:
+        for client in clients:  # keep-alive connections, all open at once
+            assert client.get("/healthz").status_code == 200
+        per_process = [_sockets(c, port)[1] for c in children]
+        assert sum(per_process) == 64
+        # the kernel hashes connections over the sockets: 32 each on average; below 12 has a
+        # chance of about 1e-7 (binomial), while one shared socket gives what it gives
+        assert min(per_process) >= 12, per_process
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_serve_starts_a_killed_process_again_and_stops_all_on_sigterm(
+    served: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    proc, port = served
+    victim, survivor = _children(proc.pid)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        "a new API process",
+        lambda: len(_children(proc.pid)) == WORKERS and victim not in _children(proc.pid),
+        30,
+    )
+    wait_until("the API", http_ok(f"http://127.0.0.1:{port}/healthz"), 60)
+    children = _children(proc.pid)
+    assert survivor in children
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    for child in children:  # stopped and reaped by the supervisor
+        assert not Path(f"/proc/{child}").exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_serve_refuses_a_port_in_use_and_bad_worker_counts() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [sys.executable, "-m", "api.serve", "--port", str(port), "--workers", "1"]
+        done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    argv = [sys.executable, "-m", "api.serve", "--workers", "0"]
+    done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--workers must be between 1 and 256" in done.stderr
