@@ -1,31 +1,38 @@
 """Audit epochs from public records only: chain state and events, and the epoch files.
 
 For every epoch up to the one asked: the file's keccak256 equals the hash posted on chain;
-every attestation recovers to its worker and that worker is registered to the named
-contributor; one vote per worker and no two votes from one contributor; every consensus
-decision and payout split follows from the votes; every voucher is signed by its client and
-covers what it was charged; the leaves are the cumulative earnings and hash to the posted
-root; the totals equal the chain's; and money is conserved to the wei: what the vault
-redeemed by the time the epoch was posted equals payouts plus fees, and no claim exceeds a
-leaf. Imports only ``protocol``: an auditor needs nothing of the operator's code.
+every attestation recovers to its worker, registered to the named contributor while the
+epoch ran (from the registry's events, by block); one vote per worker and no two votes from
+one contributor; every consensus decision is made again from the valid votes by the
+reconciler's own rule (``protocol.consensus``, the cross-class tolerance included) and the
+payouts are the split among the agreeing contributors; each job's price fits in its voucher;
+every voucher is signed by its client and covers what it was charged, which is what the vault
+redeemed from that client on chain; the leaves are the cumulative earnings and hash to the
+posted root; the totals equal the chain's; and money is conserved to the wei: what the vault
+redeemed by the time the epoch was posted equals payouts plus fees, no claim exceeds a leaf,
+the settlement holds exactly what was redeemed less claims and fees paid, and every slash went
+to the slash pool. ``docs/audit.md`` lists each check, what it trusts and what it cannot
+catch. Imports only ``protocol``: an auditor needs nothing of the operator's code.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from web3 import Web3
 from web3.contract import Contract
 
+from inferledger.audit_chain import ChainRecords, read_chain
+from inferledger.audit_jobs import EpochWindow, JobAudit, Running
 from protocol import epochfile, merkle
 from protocol.contracts import Deployment, EpochRecord
-from protocol.eip712 import Attestation, Voucher, job_id, recover_attestation, recover_voucher
+from protocol.eip712 import Voucher, recover_voucher
 from protocol.errors import ProtocolError
-from protocol.fingerprint import Fingerprint
-from protocol.pricing import split
+from protocol.manifest import load_models
 
 
 @dataclass
@@ -53,12 +60,12 @@ class AuditReport:
         }
 
 
-@dataclass
-class _Running:
-    earned: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    charged: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    fees: int = 0
-    seen_jobs: set[str] = field(default_factory=set)
+def model_tolerances(models_dir: Path) -> dict[str, float]:
+    """Each published model's ``tolerance_abs`` by its sha256 hex: the cross-class rule."""
+    return {sha: m.tolerance_abs for sha, m in load_models(models_dir).items()}
+
+
+_FORMAT_ERRORS = (KeyError, ValueError, TypeError, AttributeError, ProtocolError)
 
 
 class Auditor:
@@ -68,75 +75,81 @@ class Auditor:
         deployment: Deployment,
         abis: dict[str, list[Any]],
         fetch: Callable[[int], bytes],
+        tolerances: dict[str, float] | None = None,
     ) -> None:
+        """``fetch(n)`` gives epoch n's file; ``tolerances`` each model's ``tolerance_abs``
+        by its sha256 hex (a model not named compares across classes exactly)."""
         self.w3, self.d, self.fetch = w3, deployment, fetch
-        self.settlement: Contract = w3.eth.contract(
-            address=Web3.to_checksum_address(deployment.settlement), abi=abis["EpochSettlement"]
-        )
-        self.registry: Contract = w3.eth.contract(
-            address=Web3.to_checksum_address(deployment.registry), abi=abis["StakeRegistry"]
-        )
-        self.vault: Contract = w3.eth.contract(
-            address=Web3.to_checksum_address(deployment.vault), abi=abis["PaymentVault"]
-        )
-        self._owners: dict[str, str] = {}
-
-    def owner(self, worker: str) -> str:
-        if worker not in self._owners:
-            self._owners[worker] = str(
-                self.registry.functions.workerOwner(Web3.to_checksum_address(worker)).call()
-            )
-        return self._owners[worker]
+        self.tolerances = tolerances or {}
+        addresses = {
+            "ComputeToken": deployment.token,
+            "PaymentVault": deployment.vault,
+            "StakeRegistry": deployment.registry,
+            "EpochSettlement": deployment.settlement,
+        }
+        self.contracts: dict[str, Contract] = {
+            name: w3.eth.contract(address=Web3.to_checksum_address(a), abi=abis[name])
+            for name, a in addresses.items()
+        }
+        self.settlement = self.contracts["EpochSettlement"]
 
     def audit(self, upto: int | None = None) -> AuditReport:
+        """Audit epochs 1..upto (default: every posted one); earnings are cumulative, so
+        epoch n is audited with every epoch before it."""
         report = AuditReport()
         last = int(self.settlement.functions.lastEpoch().call())
         upto = last if upto is None else upto
         if not 1 <= upto <= last:
-            report.faults.append(
-                {
-                    "check": "epoch_posted",
-                    "epoch": upto,
-                    "detail": f"epoch {upto} is not on chain (last is {last})",
-                }
-            )
+            report.check("epoch_posted", False, upto, f"epoch {upto} is not on chain (last {last})")
             return report
-        events = self._events()
-        running = _Running()
+        records = read_chain(self.w3, self.d, self.contracts)
+        run = Running(posted_block=self.d.block)
         for n in range(1, upto + 1):
             report.epochs.append(n)
-            self._audit_epoch(n, report, running, events)
+            self._audit_epoch(n, report, run, records)
+        self._audit_contracts(upto, report, records)
         return report
 
-    def _events(self) -> dict[str, list[Any]]:
-        start = self.d.block
-        return {
-            "posted": list(self.settlement.events.EpochPosted.get_logs(from_block=start)),
-            "redeemed": list(self.vault.events.VoucherRedeemed.get_logs(from_block=start)),
-            "claimed": list(self.settlement.events.Claimed.get_logs(from_block=start)),
-        }
-
     def _audit_epoch(
-        self, n: int, report: AuditReport, run: _Running, events: dict[str, list[Any]]
+        self, n: int, report: AuditReport, run: Running, records: ChainRecords
     ) -> None:
         record = EpochRecord.from_call(self.settlement.functions.epochs(n).call())
-        root, file_hash, payout, fees = (
-            record.root,
-            record.file_hash,
-            record.cumulative_payout,
-            record.cumulative_fees,
-        )
         report.check("not_vetoed", not record.vetoed, n, "the guardian vetoed this epoch")
-        raw = self.fetch(n)
+        block = records.posted_block(n, record.file_hash)
+        if block is None:
+            report.check("epoch_event", False, n, "no EpochPosted event posted this record")
+            return
+        report.check("epoch_event", True, n, "")
+        window = EpochWindow(n, run.posted_block, block)
+        run.posted_block = block
+        try:
+            raw = self.fetch(n)
+        except Exception as exc:  # any way the file cannot be had is the same fault
+            report.check("file_available", False, n, f"the epoch file cannot be read: {exc}")
+            return
         if not report.check(
             "file_hash",
-            epochfile.file_hash(raw) == bytes(file_hash),
+            epochfile.file_hash(raw) == record.file_hash,
             n,
             "the epoch file does not hash to the posted fileHash",
         ):
             return
-        doc = epochfile.parse(raw)
-        contracts = doc.get("contracts", {})
+        try:
+            doc = epochfile.parse(raw)
+            self._audit_document(window, doc, record, report, run, records)
+        except _FORMAT_ERRORS as exc:
+            report.check("file_format", False, n, f"the epoch file is malformed: {exc!r}")
+
+    def _audit_document(
+        self,
+        w: EpochWindow,
+        doc: dict[str, Any],
+        record: EpochRecord,
+        report: AuditReport,
+        run: Running,
+        records: ChainRecords,
+    ) -> None:
+        n, contracts = w.n, doc.get("contracts", {})
         report.check(
             "file_header",
             doc.get("epoch") == n
@@ -146,21 +159,23 @@ class Auditor:
             n,
             "the file names another epoch, chain or vault",
         )
+        jobs = JobAudit(report, records, self.d.vault, self.d.registry_domain, self.tolerances)
         for job in doc["jobs"]:
-            self._audit_job(n, job, int(doc["fee_bps"]), report, run)
-        self._audit_vouchers(n, doc, report, run)
-        self._audit_leaves(n, doc, report, run, bytes(root), int(payout), int(fees))
+            jobs.job(w, job, int(doc["fee_bps"]), run)
+        self._audit_vouchers(w, doc, report, run, records)
+        self._audit_leaves(n, doc, report, run, record)
         self._audit_results(n, doc, report, record.results_root)
-        self._audit_money(n, report, run, events)
+        self._audit_money(w, report, run, records)
 
     def _audit_results(
         self, n: int, doc: dict[str, Any], report: AuditReport, posted: bytes
     ) -> None:
         """The results root commits to every accepted job's consensus (what slashing proves
         against): rebuilt from the file's jobs, it must equal the posted one."""
-        try:
-            rebuilt = merkle.build_results(epochfile.result_leaves(doc)).root
-        except (ProtocolError, KeyError, ValueError, TypeError):
+        try:  # a job listed twice is job_once's fault; the tree has each leaf once
+            leaves = {leaf.key: leaf for leaf in epochfile.result_leaves(doc)}
+            rebuilt = merkle.build_results(list(leaves.values())).root
+        except _FORMAT_ERRORS:
             rebuilt = b""
         report.check(
             "results_root",
@@ -169,113 +184,15 @@ class Auditor:
             "the accepted jobs' results do not hash to the posted results root",
         )
 
-    def _audit_job(
-        self, n: int, job: dict[str, Any], fee_bps: int, report: AuditReport, run: _Running
-    ) -> None:
-        jid = job["job_id"]
-        report.check("job_once", jid not in run.seen_jobs, n, f"job {jid} is counted twice")
-        run.seen_jobs.add(jid)
-        report.check(
-            "job_id",
-            "0x" + job_id(self.d.vault, job["client"], int(job["voucher_cumulative_wei"])).hex()
-            == jid,
-            n,
-            f"job {jid} is not named by its voucher",
-        )
-        votes = job["votes"]
-        valid = [v for v in votes if self._vote_valid(n, jid, job, v, report)]
-        report.check(
-            "one_vote_per_worker",
-            len({v["worker"] for v in votes}) == len(votes),
-            n,
-            f"job {jid} has two votes from one worker",
-        )
-        report.check(
-            "distinct_contributors",
-            len({v["contributor"] for v in votes}) == len(votes),
-            n,
-            f"job {jid} has two replicas of one contributor",
-        )
-        tally = Counter((v["fingerprint"], v["result_hash"]) for v in valid)
-        winner, count = tally.most_common(1)[0] if tally else ((None, None), 0)
-        accepted = bool(valid) and (count == len(valid) or count * 2 > len(valid))
-        price = int(job["price_wei"])
-        if job["status"] == "accepted":
-            report.check(
-                "consensus",
-                accepted and (job["fingerprint"], job["result_hash"]) == winner,
-                n,
-                f"job {jid}: the recorded result is not the votes' consensus",
-            )
-            agreeing = sorted(
-                v["contributor"] for v in valid if (v["fingerprint"], v["result_hash"]) == winner
-            )
-            shares, fee = split(price, fee_bps, agreeing)
-            paid = {k.lower(): int(v) for k, v in job["paid"].items()}
-            report.check(
-                "payout_split",
-                paid == {k.lower(): v for k, v in shares.items() if v}
-                and int(job["fee_wei"]) == fee,
-                n,
-                f"job {jid}: payouts {paid} differ from the "
-                f"split {shares} among agreeing contributors",
-            )
-            for contributor, amount in paid.items():
-                run.earned[contributor] += amount
-            run.fees += int(job["fee_wei"])
-            run.charged[job["client"].lower()] += price
-        else:
-            report.check(
-                "failed_job_unpaid",
-                not job["paid"] and int(job["fee_wei"]) == 0,
-                n,
-                f"failed job {jid} paid someone",
-            )
-            report.check(
-                "consensus", not accepted, n, f"job {jid} failed though its votes reach consensus"
-            )
-
-    def _vote_valid(
-        self, n: int, jid: str, job: dict[str, Any], vote: dict[str, Any], report: AuditReport
-    ) -> bool:
-        try:
-            fp = Fingerprint.from_dict(vote["fingerprint_info"])
-            fp_ok = report.check(
-                "fingerprint",
-                "0x" + fp.digest().hex() == vote["fingerprint"],
-                n,
-                f"job {jid}: fingerprint info does not hash to the vote's fingerprint",
-            )
-            att = Attestation(
-                bytes.fromhex(jid[2:]),
-                bytes.fromhex(job["model_hash"][2:]),
-                bytes.fromhex(job["input_hash"][2:]),
-                bytes.fromhex(vote["result_hash"][2:]),
-                bytes.fromhex(vote["fingerprint"][2:]),
-            )
-            signer = recover_attestation(
-                self.d.registry_domain, att, bytes.fromhex(vote["signature"][2:])
-            )
-        except (KeyError, ValueError, TypeError, ProtocolError) as exc:
-            report.check("attestation_signature", False, n, f"job {jid}: malformed vote ({exc})")
-            return False
-        sig_ok = report.check(
-            "attestation_signature",
-            signer.lower() == vote["worker"].lower(),
-            n,
-            f"job {jid}: vote of {vote['worker']} is signed by {signer}",
-        )
-        owner_ok = report.check(
-            "worker_registered",
-            self.owner(vote["worker"]).lower() == vote["contributor"].lower(),
-            n,
-            f"job {jid}: worker {vote['worker']} is not registered to {vote['contributor']}",
-        )
-        return fp_ok and sig_ok and owner_ok
-
     def _audit_vouchers(
-        self, n: int, doc: dict[str, Any], report: AuditReport, run: _Running
+        self,
+        w: EpochWindow,
+        doc: dict[str, Any],
+        report: AuditReport,
+        run: Running,
+        records: ChainRecords,
     ) -> None:
+        n = w.n
         listed = {v["client"].lower(): v for v in doc["vouchers"]}
         report.check(
             "vouchers_cover_clients",
@@ -297,6 +214,14 @@ class Auditor:
                 n,
                 f"voucher of {client} is not signed by it",
             )
+            latest = max((c for c, _, _ in run.vouchers.get(client, [])), default=0)
+            report.check(
+                "voucher_latest",
+                voucher.cumulative_amount == latest,
+                n,
+                f"the voucher of {client} is for {voucher.cumulative_amount}, its latest job's "
+                f"for {latest}",
+            )
             redeem = int(v["redeem_cumulative_wei"])
             report.check(
                 "charged_within_voucher",
@@ -308,60 +233,64 @@ class Auditor:
                 "charged_matches_jobs",
                 redeem == run.charged.get(client, 0),
                 n,
-                f"{client} is charged {redeem}, its accepted "
-                f"jobs cost {run.charged.get(client, 0)}",
+                f"{client} is charged {redeem}, its accepted jobs cost "
+                f"{run.charged.get(client, 0)}",
+            )
+        on_chain = {r.client for r in records.redemptions if r.block <= w.until_block}
+        for client in sorted(on_chain | set(run.charged)):
+            redeemed = records.redeemed_of(client, w.until_block)
+            report.check(
+                "charged_on_chain",
+                redeemed == run.charged.get(client, 0),
+                n,
+                f"the vault redeemed {redeemed} from {client} by epoch {n}; its accepted jobs in "
+                f"the files cost {run.charged.get(client, 0)} (a charged job is missing, or "
+                "a charge has no job)",
             )
 
     def _audit_leaves(
-        self,
-        n: int,
-        doc: dict[str, Any],
-        report: AuditReport,
-        run: _Running,
-        root: bytes,
-        payout: int,
-        fees: int,
+        self, n: int, doc: dict[str, Any], report: AuditReport, run: Running, record: EpochRecord
     ) -> None:
         leaves = {leaf["account"].lower(): int(leaf["cumulative_wei"]) for leaf in doc["leaves"]}
         report.check(
             "leaves",
-            leaves == {k: v for k, v in run.earned.items() if v},
+            len(leaves) == len(doc["leaves"])
+            and leaves == {k: v for k, v in run.earned.items() if v},
             n,
             "the leaves are not the contributors' cumulative earnings",
         )
-        tree = merkle.build(list(leaves.items())) if leaves else None
+        try:
+            root = merkle.build(list(leaves.items())).root
+        except ProtocolError:
+            root = b""
         report.check(
             "root",
-            tree is not None and tree.root == root and doc["root"] == "0x" + root.hex(),
+            root == record.root and doc["root"] == "0x" + record.root.hex(),
             n,
             "the leaves do not hash to the posted root",
         )
         report.check(
             "totals",
-            payout == sum(leaves.values()) and fees == run.fees,
+            record.cumulative_payout == sum(run.earned.values())
+            and record.cumulative_fees == run.fees,
             n,
-            f"chain totals {payout}/{fees} differ from "
-            f"the file's {sum(leaves.values())}/{run.fees}",
+            f"chain totals {record.cumulative_payout}/{record.cumulative_fees} differ from the "
+            f"jobs' payouts/fees {sum(run.earned.values())}/{run.fees}",
         )
 
     def _audit_money(
-        self, n: int, report: AuditReport, run: _Running, events: dict[str, list[Any]]
+        self, w: EpochWindow, report: AuditReport, run: Running, records: ChainRecords
     ) -> None:
-        posted = [e for e in events["posted"] if int(e["args"]["epoch"]) == n]
-        if not report.check("epoch_event", len(posted) == 1, n, "no single EpochPosted event"):
-            return
-        block = int(posted[0]["blockNumber"])
-        redeemed = sum(
-            int(e["args"]["increase"]) for e in events["redeemed"] if int(e["blockNumber"]) <= block
-        )
+        n = w.n
+        redeemed = records.redeemed_total(w.until_block)
         expected = sum(run.earned.values()) + run.fees
         report.check(
             "money_conserved",
             redeemed == expected,
             n,
-            f"vault redeemed {redeemed} by epoch {n}, payouts + fees are {expected}",
+            f"the vault redeemed {redeemed} by epoch {n}; payouts + fees are {expected}",
         )
-        for claim in events["claimed"]:
+        for claim in records.claims:
             if int(claim["args"]["epoch"]) == n:
                 account = str(claim["args"]["account"]).lower()
                 report.check(
@@ -370,3 +299,26 @@ class Auditor:
                     n,
                     f"{account} claimed above its leaf",
                 )
+
+    def _audit_contracts(self, upto: int, report: AuditReport, records: ChainRecords) -> None:
+        """Now, to the wei: the settlement holds what the vault redeemed less what was
+        claimed and paid in fees; every slash reached the slash pool."""
+        token = self.contracts["ComputeToken"]
+        held = int(token.functions.balanceOf(Web3.to_checksum_address(self.d.settlement)).call())
+        claimed = sum(int(c["args"]["amount"]) for c in records.claims)
+        redeemed = sum(r.increase_wei for r in records.redemptions)
+        expected = redeemed - claimed - records.fees_claimed_wei
+        report.check(
+            "settlement_balance",
+            held == expected,
+            upto,
+            f"the settlement holds {held}; redeemed {redeemed} less claims {claimed} and fees "
+            f"{records.fees_claimed_wei} is {expected}",
+        )
+        report.check(
+            "slashes_to_pool",
+            records.slashed_wei == records.slash_paid_wei,
+            upto,
+            f"slashes total {records.slashed_wei}, the slash pool received "
+            f"{records.slash_paid_wei}",
+        )

@@ -115,7 +115,11 @@ def demo(
 @app.command()
 def audit(
     epoch: Annotated[
-        int | None, typer.Option(help="Audit epochs 1..EPOCH (default: all posted).")
+        int | None,
+        typer.Option(
+            help="Audit epoch EPOCH, with every epoch before it (earnings are cumulative); "
+            "default: every posted epoch."
+        ),
     ] = None,
     rpc_url: Annotated[
         str, typer.Option(envvar="INFERLEDGER_RPC_URL", help="JSON-RPC of the chain.")
@@ -127,12 +131,20 @@ def audit(
     files: Annotated[
         Path | None, typer.Option(help="Or read epoch-NNNNNN.json files from this directory.")
     ] = None,
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(help="Model manifests, for each model's cross-class tolerance [repo's]."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Verify epochs from the chain and the epoch files alone: file hashes, every attestation
-    signature and registration, every consensus decision and payout, vouchers, leaves, root,
-    totals and conservation of money. Exits 0 only when everything holds."""
-    from inferledger.audit import Auditor
+    """Verify epochs from the chain and the epoch files alone: file hashes; every attestation
+    signature, and its worker registered to its contributor while the epoch ran; every
+    consensus decision again from the votes (tolerance rule included) and every payout split;
+    each job's price within its voucher, each voucher's signature and charge against the
+    vault's redemptions; leaves, roots, totals; money conserved to the wei between vault,
+    epochs, claims, fees and slashes. Each fault is printed with its check's name
+    (docs/audit.md). Exits 0 only when every check holds, 1 otherwise, 2 on bad usage."""
+    from inferledger.audit import Auditor, model_tolerances
     from ledger.chain.client import connect
     from ledger.config import REPO_ROOT
     from protocol.contracts import CONTRACT_NAMES, Deployment, artifact
@@ -149,7 +161,9 @@ def audit(
         return response.content
 
     abis = {n: artifact(REPO_ROOT / "artifacts", n)["abi"] for n in CONTRACT_NAMES}
-    report = Auditor(connect(rpc_url), Deployment.load(deployment_file), abis, fetch).audit(epoch)
+    tolerances = model_tolerances(models_dir or REPO_ROOT / "models")
+    deployment = Deployment.load(deployment_file)
+    report = Auditor(connect(rpc_url), deployment, abis, fetch, tolerances).audit(epoch)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:

@@ -31,7 +31,7 @@ from web3 import Web3
 from web3.types import RPCEndpoint
 
 from inferledger import actors
-from inferledger.audit import Auditor, AuditReport
+from inferledger.audit import Auditor, AuditReport, model_tolerances
 from inferledger.client import ApiError, InferenceClient
 from inferledger.procs import Processes, free_port, http_ok, start_hardhat_node, wait_until
 from ledger.chain.client import ChainClient, connect
@@ -265,6 +265,7 @@ def _run(cfg: DemoConfig, procs: Processes) -> DemoResult:
         deployment,
         {n: artifact(artifacts_dir, n)["abi"] for n in CONTRACT_NAMES},
         lambda n: httpx.get(f"{api_url}/v1/epochs/{n}/file", timeout=30).content,
+        model_tolerances(REPO_ROOT / "models"),
     ).audit()
     say(f"audit of epochs {audit.epochs}: {'passed' if audit.ok else 'FAILED'}")
 

@@ -31,7 +31,7 @@ from ledger.db import session_scope
 from ledger.errors import EpochVetoed, InvariantViolation
 from ledger.journal import TransferKind
 from ledger.models import Assignment, AssignmentStatus, Epoch, EpochStatus, Job, JobStatus, Transfer
-from protocol import epochfile, merkle
+from protocol import epochfile, hashing, merkle, tensors
 from protocol.contracts import EpochRecord
 
 logger = logging.getLogger(__name__)
@@ -72,14 +72,22 @@ def open_epoch(session: Session) -> Epoch | None:
     return epoch
 
 
-def _votes(session: Session, job_id: str) -> list[dict[str, Any]]:
+def _votes(session: Session, job_id: str) -> tuple[list[dict[str, Any]], bool]:
+    """A job's votes, and whether they are contested across fingerprint classes (more than
+    one answer and more than one class): then each vote carries its revealed outputs, so
+    the auditor can apply the tolerance rule as the reconciler did."""
     rows = session.exec(
         select(Assignment)
         .where(Assignment.job_id == job_id, Assignment.status == AssignmentStatus.SUBMITTED)
         .order_by(col(Assignment.worker))
     ).all()
-    return [
-        {
+    contested = (
+        len({(a.fingerprint, a.result_hash) for a in rows}) > 1
+        and len({a.fingerprint for a in rows}) > 1
+    )
+    votes = []
+    for a in rows:
+        vote = {
             "worker": a.worker,
             "contributor": a.contributor,
             "result_hash": a.result_hash,
@@ -87,8 +95,18 @@ def _votes(session: Session, job_id: str) -> list[dict[str, Any]]:
             "fingerprint_info": json.loads(a.fingerprint_json or "{}"),
             "signature": a.signature,
         }
-        for a in rows
-    ]
+        if contested:
+            vote["outputs"] = json.loads(a.outputs_json) if a.outputs_json else None
+        votes.append(vote)
+    return votes, contested
+
+
+def _input_row_hashes(ctx: Context, job: Job) -> list[str]:
+    inputs = {
+        k: tensors.decode(v, max_bytes=ctx.settings.max_tensor_bytes)
+        for k, v in json.loads(job.inputs_json).items()
+    }
+    return ["0x" + h.hex() for h in hashing.input_row_hashes(inputs)]
 
 
 def _job_entry(job: Job, votes: list[dict[str, Any]], transfers: list[Transfer]) -> dict[str, Any]:
@@ -182,7 +200,13 @@ def build_document(session: Session, ctx: Context, epoch: Epoch) -> dict[str, An
             f"epoch_conserves: payout {payout} + fees {fees} != charged {redeemed}"
         )
     previous = session.get(Epoch, n - 1)
-    entries = [_job_entry(j, _votes(session, j.id), transfers[j.id]) for j in jobs]
+    entries = []
+    for j in jobs:
+        votes, contested = _votes(session, j.id)
+        entry = _job_entry(j, votes, transfers[j.id])
+        if contested:
+            entry["input_row_hashes"] = _input_row_hashes(ctx, j)
+        entries.append(entry)
     d = ctx.deployment
     return {
         "format": epochfile.FORMAT,
