@@ -81,15 +81,9 @@ class Auditor:
         by its sha256 hex (a model not named compares across classes exactly)."""
         self.w3, self.d, self.fetch = w3, deployment, fetch
         self.tolerances = tolerances or {}
-        addresses = {
-            "ComputeToken": deployment.token,
-            "PaymentVault": deployment.vault,
-            "StakeRegistry": deployment.registry,
-            "EpochSettlement": deployment.settlement,
-        }
         self.contracts: dict[str, Contract] = {
             name: w3.eth.contract(address=Web3.to_checksum_address(a), abi=abis[name])
-            for name, a in addresses.items()
+            for name, a in deployment.addresses.items()
         }
         self.settlement = self.contracts["EpochSettlement"]
 

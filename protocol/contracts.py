@@ -70,6 +70,16 @@ class Deployment:
     def registry_domain(self) -> Domain:
         return Domain(REGISTRY_DOMAIN_NAME, self.chain_id, self.registry)
 
+    @property
+    def addresses(self) -> dict[str, str]:
+        """Each contract's address by its name in ``CONTRACT_NAMES``."""
+        return {
+            "ComputeToken": self.token,
+            "PaymentVault": self.vault,
+            "StakeRegistry": self.registry,
+            "EpochSettlement": self.settlement,
+        }
+
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)
 

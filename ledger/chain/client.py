@@ -43,12 +43,7 @@ class ChainClient:
         self.timeout_s = timeout_s
         abis = {name: artifact(artifacts_dir, name)["abi"] for name in CONTRACT_NAMES}
         self.errors = ErrorDecoder(abis.values())
-        addresses = {
-            "ComputeToken": deployment.token,
-            "PaymentVault": deployment.vault,
-            "StakeRegistry": deployment.registry,
-            "EpochSettlement": deployment.settlement,
-        }
+        addresses = deployment.addresses
         self.contracts: dict[str, Contract] = {
             name: w3.eth.contract(address=Web3.to_checksum_address(addresses[name]), abi=abis[name])
             for name in CONTRACT_NAMES
