@@ -43,7 +43,7 @@ from ledger.jobs import JobRequest, create_job  # noqa: E402
 from ledger.models import Assignment, AssignmentStatus, Job, JobStatus  # noqa: E402
 from ledger.reconcile import reconcile_batch  # noqa: E402
 from protocol import epochfile, hashing, merkle, tensors  # noqa: E402
-from protocol.contracts import CONTRACT_NAMES, artifact  # noqa: E402
+from protocol.contracts import CONTRACT_NAMES, Deployment, artifact  # noqa: E402
 from protocol.eip712 import Attestation, Voucher, sign_attestation, sign_voucher  # noqa: E402
 from protocol.fingerprint import Fingerprint  # noqa: E402
 from protocol.pricing import split  # noqa: E402
@@ -69,6 +69,10 @@ class World:
     ctx: Context
     doc: Doc  # the honest epoch file, built and not yet on chain
     snapshot: str
+    keys: dict[str, str]  # contributor address (lower case) -> its key
+
+
+LATE_DEVICE = "0x" + "5e" * 32  # a device key its contributor registers only after the epoch
 
 
 def _rpc(ctx: Context, method: str, params: list[Any]) -> Any:
@@ -143,7 +147,8 @@ def world(chain: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worl
         epoch = open_epoch(session)
         assert epoch is not None
         doc = build_document(session, ctx, epoch)
-    yield World(ctx, doc, _rpc(ctx, "evm_snapshot", []))
+    keys = {Account.from_key(k).address.lower(): k for k in chain.keys[3:6]}
+    yield World(ctx, doc, _rpc(ctx, "evm_snapshot", []), keys)
 
 
 # --- what a cheating operator changes -------------------------------------------------------
@@ -236,6 +241,30 @@ def counted_twice(doc: Doc) -> Doc:
     return _reseal(doc)
 
 
+def late_worker(doc: Doc) -> Doc:
+    """A vote from a key that was not registered when the epoch ran (its contributor
+    registers it after the epoch is posted): the vote is signed, by the wrong key."""
+    job, device = _job(doc, 1), Account.from_key(LATE_DEVICE)
+    vote = job["votes"][0]
+    att = Attestation(
+        *(bytes.fromhex(job[k][2:]) for k in ("job_id", "model_hash", "input_hash")),
+        bytes.fromhex(vote["result_hash"][2:]),
+        bytes.fromhex(vote["fingerprint"][2:]),
+    )
+    domain = Deployment.from_dict(doc["contracts"] | {"chain_id": doc["chain_id"]})
+    signature = sign_attestation(domain.registry_domain, att, bytes(device.key))
+    vote["worker"], vote["signature"] = device.address, "0x" + signature.hex()
+    return doc
+
+
+def _register_late_device(world: World, doc: Doc) -> None:
+    contributor = _job(doc, 1)["votes"][0]["contributor"].lower()
+    key = world.keys[contributor]
+    actors.register_device(
+        ChainClient(world.ctx.chain.w3, world.ctx.deployment, ARTIFACTS, key), LATE_DEVICE
+    )
+
+
 def honest(doc: Doc) -> Doc:
     return doc
 
@@ -249,7 +278,9 @@ CASES: list[tuple[Callable[[Doc], Doc], set[str]]] = [  # each cheat and the fau
     (charged_above_voucher, {"job_within_voucher"}),
     (wrong_consensus, {"consensus", "payout_split"}),
     (counted_twice, {"job_once", "job_within_voucher"}),
+    (late_worker, {"worker_registered", "payout_split"}),
 ]
+AFTER_POSTING = {late_worker: _register_late_device}  # what the cheat does on chain later
 CASES_BY_NAME = {tamper.__name__: faults for tamper, faults in CASES}
 
 
@@ -262,6 +293,8 @@ def _post_and_audit(world: World, tamper: Callable[[Doc], Doc]) -> tuple[AuditRe
     raw = epochfile.canonical_bytes(doc)
     ctx = Context(world.ctx.settings)  # a fresh settler client: its nonce from the chain
     settle_on_chain(ctx, doc, epochfile.file_hash(raw))
+    if tamper in AFTER_POSTING:
+        AFTER_POSTING[tamper](world, doc)
     abis = {n: artifact(ARTIFACTS, n)["abi"] for n in CONTRACT_NAMES}
     tolerances = {sha: m.tolerance_abs for sha, m in ctx.models.items()}
     auditor = Auditor(ctx.chain.w3, ctx.deployment, abis, lambda n: raw, tolerances)
