@@ -133,7 +133,7 @@ def audit(
     ] = None,
     models_dir: Annotated[
         Path | None,
-        typer.Option(help="Model manifests, for each model's cross-class tolerance [repo's]."),
+        typer.Option(help="Model manifests, for cross-class tolerances (default: the repo's)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
