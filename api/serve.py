@@ -10,13 +10,15 @@ about a fifth in the same run (``bench/ingest.py``; docs/performance.md). Where 
 has no ``SO_REUSEPORT`` the processes share one socket, as uvicorn's do.
 
 The supervisor stops every process on SIGTERM or SIGINT (each finishes the requests it holds,
-as uvicorn does on SIGTERM) and starts again, after a delay that doubles up to
+as uvicorn does on SIGTERM); on Linux they also get SIGTERM if the supervisor dies by SIGKILL.
+It starts again, after a delay that doubles up to
 ``MAX_RESTART_DELAY_S``, a process that exits while it should run.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import signal
@@ -33,6 +35,7 @@ FIRST_RESTART_DELAY_S = 0.5
 MAX_RESTART_DELAY_S = 30.0
 STOP_TIMEOUT_S = 15.0
 BACKLOG = 2048
+PR_SET_PDEATHSIG = 1
 
 
 def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -45,6 +48,16 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     sock.listen(BACKLOG)
     sock.set_inheritable(True)
     return sock
+
+
+def _die_with_parent() -> None:
+    """In a child before it runs uvicorn: on Linux, have the kernel send it SIGTERM when the
+    supervisor dies, even by SIGKILL, so no API process outlives it unsupervised."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: stopped with the supervisor's group only
+        pass
 
 
 class Supervisor:
@@ -60,7 +73,7 @@ class Supervisor:
         fd = self.sockets[n].fileno()
         argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--fd", str(fd)]
         argv += ["--log-level", self.log_level]
-        self.children[n] = subprocess.Popen(argv, pass_fds=(fd,))
+        self.children[n] = subprocess.Popen(argv, pass_fds=(fd,), preexec_fn=_die_with_parent)
         logger.info("API process %d started (pid %d)", n, self.children[n].pid)  # type: ignore[union-attr]
 
     def run(self) -> int:

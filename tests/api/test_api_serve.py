@@ -70,10 +70,14 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         yield proc, port
     finally:
         if proc.poll() is None:
+            children = _children(proc.pid)  # a killed supervisor's children are not listed
             proc.kill()
-            for child in _children(proc.pid):
-                os.kill(child, signal.SIGKILL)
             proc.wait()
+            for child in children:  # they stop of themselves (PR_SET_PDEATHSIG); make sure
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 def test_serve_spreads_connections_over_processes_with_a_socket_each(
@@ -137,3 +141,19 @@ def test_serve_refuses_a_port_in_use_and_bad_worker_counts() -> None:
     done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--workers must be between 1 and 256" in done.stderr
+
+
+def test_serve_processes_stop_when_the_supervisor_is_killed(
+    served: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    proc, port = served
+    children = _children(proc.pid)
+    proc.kill()  # SIGKILL: no handler runs; the kernel tells the children (PR_SET_PDEATHSIG)
+    proc.wait()
+    wait_until(
+        "the orphaned API processes to stop",
+        lambda: not any(Path(f"/proc/{c}").exists() for c in children),
+        30,
+    )
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
