@@ -17,7 +17,7 @@ from worker.agent import Agent
 from worker.api_client import ApiClient
 from worker.config import ENV_PREFIX, WorkerSettings, load_settings
 from worker.display import live_status
-from worker.errors import AuthRefused, ConfigError, KeyFileError, ModelStoreError
+from worker.errors import AuthRefused, ConfigError, KeyFileError, ModelStoreError, PoolFailed
 from worker.inference import ModelStore
 from worker.keys import create_key_file, load_key
 from worker.logs import configure_logging
@@ -199,6 +199,8 @@ def _run_agent(
                 agent.run(stop)
             except AuthRefused as exc:
                 _fail(f"the API refused this worker ({account.address}): {exc.detail}")
+            except PoolFailed as exc:
+                _fail(exc.detail)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ WorkerError
 ├── ModelStoreError           a models dir that is missing or empty, or a model that is refused
 │   ├── ModelTampered         a model file that no longer hashes to its manifest's sha256
 │   └── ModelBuildFailed      a model to build whose source, script or result is not as pinned
+├── PoolFailed                the inference processes could not be started
 ├── AssignmentError           an assignment that is skipped, never signed
 │   ├── MalformedAssignment   a field that is missing, of the wrong type, or fails to decode
 │   ├── InputHashMismatch     inputs that do not hash to the assignment's input_hash
@@ -78,6 +79,10 @@ class ModelTampered(ModelStoreError):
 
 class ModelBuildFailed(ModelStoreError):
     code = "model_build_failed"
+
+
+class PoolFailed(WorkerError):
+    code = "pool_failed"
 
 
 class AssignmentError(WorkerError):

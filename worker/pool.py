@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Any
 
+from worker.errors import PoolFailed
 from worker.runner import JobRunner, Outcome, RunnerSpec
 
 logger = logging.getLogger(__name__)
 
+START_TIMEOUT_S = 120.0  # spawning imports onnxruntime and numpy in each process
 _runner: JobRunner | None = None  # the runner of this inference process
 
 
@@ -32,6 +35,10 @@ def _start_process(spec: RunnerSpec) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     global _runner
     _runner = JobRunner(spec)
+
+
+def _started() -> int:
+    return os.getpid()
 
 
 def _run_in_process(raws: list[Any]) -> list[Outcome]:
@@ -58,6 +65,21 @@ class Pool:
                 initializer=_start_process,
                 initargs=(spec,),
             )
+            self._start_all(size)
+
+    def _start_all(self, size: int) -> None:
+        """Start every process now (the executor would start them as work comes), so that
+        the device's pool is what it says from the first job, and a runner that cannot be
+        built fails here."""
+        started = [self._executor.submit(_started) for _ in range(size)]  # each spawns one
+        try:
+            wait(started, timeout=START_TIMEOUT_S)
+            for future in started:
+                future.result(timeout=0)
+        except Exception as exc:  # BrokenProcessPool (the initializer raised), a timeout
+            self.close(kill=True)
+            raise PoolFailed(f"the inference processes did not start: {exc!r}") from exc
+        logger.info("%d inference processes started: %s", size, self.pids())
 
     @property
     def in_process(self) -> bool:

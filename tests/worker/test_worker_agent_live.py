@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 from running_agent import Running
+from tiny_model import build_tiny_model
 from worker_live_api import LiveApi, api_env_for_agents, samples, wait_for, write_key_file
 
 from ledger.config import get_settings
@@ -164,8 +165,6 @@ def test_stop_hands_back_jobs_not_started_and_submits_the_rest(
 
 def test_jobs_of_a_model_the_device_lacks_are_handed_on(live: LiveApi, tmp_path: Path) -> None:
     env = live.env
-    from conftest import build_tiny_model
-
     other_models = tmp_path / "other-models"
     build_tiny_model(other_models / "tiny-digits")
     jobs = [env.submit_job(samples(2, start=i))["job_id"] for i in range(6)]
