@@ -68,6 +68,11 @@ class WorkerSettings(BaseSettings):
         "auto", description="most assignments held at once; auto: max(2 x pull_batch, 4 x workers)"
     )
     submit_batch: int = Field(32, ge=1, le=1024, description="most results per submission")
+    submit_max_bytes: int = Field(
+        524_288,
+        ge=4096,
+        description="largest submission body; keep it below the API's request body limit",
+    )
     submit_linger_s: float = Field(
         0.1, ge=0, description="how long a finished result waits for others to share its POST"
     )

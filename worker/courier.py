@@ -3,13 +3,15 @@ assignments handed back, heartbeats and the earnings check. Outcomes are counted
 agent's ``Stats``; none of these calls stops the agent, except a refused sign-in.
 
 A result waits at most ``submit_linger_s`` for others to share its POST (none when nothing
-else is running); a batch the API refuses as a whole is dropped, and the API delivers those
+else is running), and a POST carries at most ``submit_batch`` results and ``submit_max_bytes``
+of them; a batch the API refuses as a whole is dropped, and the API delivers those
 jobs again. A hand-back is not retried: if it fails, the assignment's deadline hands the
 job on instead. A route the API lacks (an older API: 404) is not asked again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -23,6 +25,22 @@ from worker.retry import Cancel, Deadline
 from worker.stats import Stats
 
 logger = logging.getLogger(__name__)
+
+
+def by_size(results: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
+    """``results`` in order, split so that each part's JSON stays within ``max_bytes`` (a
+    result larger than that alone goes alone): outputs are revealed with every result, so a
+    full batch of a large model's results can pass the API's request body limit."""
+    parts: list[list[dict[str, Any]]] = []
+    size = max_bytes
+    for result in results:
+        length = len(json.dumps(result, separators=(",", ":"))) + 1
+        if size + length > max_bytes:
+            parts.append([])
+            size = len('{"results":[]}')
+        parts[-1].append(result)
+        size += length
+    return parts
 
 
 class Courier:
@@ -42,7 +60,8 @@ class Courier:
         """Submit the results that are due (all of them when ``force``), then hand back."""
         size = self.settings.submit_batch
         while self._held.ready and (force or self._submit_due()):
-            self._submit(self._held.take_ready(size), cancel)
+            for part in by_size(self._held.take_ready(size), self.settings.submit_max_bytes):
+                self._submit(part, cancel)
         while self._held.to_release:
             self._release(self._held.take_release(size), cancel)
         self.stats.held = self._held.count()

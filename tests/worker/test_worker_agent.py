@@ -158,6 +158,37 @@ def test_results_go_back_in_batches(
     assert fake_api.count("GET", "/v1/work") >= 1 and stats.done == 40
 
 
+def test_results_go_back_within_the_submission_size_limit(
+    settings: WorkerSettings,
+    account: LocalAccount,
+    fake_api: FakeApi,
+    digits: npt.NDArray[np.float32],
+) -> None:
+    """Every result reveals its outputs, so a batch of a large model's results can pass the
+    API's body limit: a POST is split to stay within ``submit_max_bytes``."""
+    model = _model(settings)
+    fake_api.assignments = [
+        make_assignment(model, {"input": digits[i : i + 8]}, job=i) for i in range(24)
+    ]
+    limit = 8192
+    batched = settings.model_copy(
+        update={
+            "pull_batch": 24,
+            "max_held": 24,
+            "submit_batch": 24,
+            "submit_linger_s": 60,
+            "submit_max_bytes": limit,
+        }
+    )
+    running = Running(batched, account)
+    fake_api.wait_posted(24)
+    stats = running.stop()
+    assert stats.done == 24 and sum(fake_api.batches) == 24
+    assert len(fake_api.batches) > 2  # 24 results of 8 rows do not fit in 8 KiB
+    assert max(fake_api.batch_bytes) <= limit, fake_api.batch_bytes
+    assert min(fake_api.batch_bytes) > 0
+
+
 def test_an_older_api_without_the_optional_routes_is_asked_once(
     settings: WorkerSettings,
     account: LocalAccount,

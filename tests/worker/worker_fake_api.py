@@ -54,6 +54,7 @@ class FakeApi:
         self.requests: list[tuple[str, str]] = []
         self.posted: list[dict[str, Any]] = []
         self.batches: list[int] = []  # items per POST /v1/work/results
+        self.batch_bytes: list[int] = []  # their bodies' sizes
         self.released: list[str] = []
         self.redeliver = False  # deliver each assignment until answered or handed back
         self.older_api = False  # no release, heartbeat or earnings routes
@@ -228,6 +229,8 @@ class FakeApi:
             def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
+                if method == "POST" and self.path.endswith("/v1/work/results"):
+                    api.batch_bytes.append(length)
                 status, answer = api.route(method, self.path, self.headers, body)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
