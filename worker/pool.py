@@ -6,18 +6,24 @@ with its own onnxruntime session at the fingerprint's settings: every replica co
 exactly what the fingerprint promises, and the pool scales over cores for the whole per-job
 path (decoding, hashing and signing are Python and would share one core as threads).
 
-Inference processes ignore SIGINT and SIGTERM: a Ctrl-C or a service manager's SIGTERM
-reaches the whole process group, and the agent, not the signal, decides when they stop.
-A process that dies (a crash in onnxruntime, the OOM killer) breaks the pool: the agent
-hands back what it was running and starts a new pool.
+Inference processes ignore SIGINT (a Ctrl-C reaches the whole process group, and the agent,
+not the signal, decides when they stop). On SIGTERM (a service manager's, to the group, or
+the executor's own when it shuts a broken pool down) a process finishes the chunk it holds,
+sends it back, and exits; an idle one exits at once. It never outlives the agent: on Linux
+the kernel kills it when the agent dies (PR_SET_PDEATHSIG). A process that dies (a crash
+in onnxruntime, the OOM killer) breaks the pool: the agent hands back what it was running
+and starts a new pool.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -26,13 +32,43 @@ from worker.runner import JobRunner, Outcome, RunnerSpec
 
 logger = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1
 START_TIMEOUT_S = 120.0  # spawning imports onnxruntime and numpy in each process
 _runner: JobRunner | None = None  # the runner of this inference process
 
 
+_busy = False  # this inference process is running a chunk
+RESULT_SEND_S = 1.0  # after its last chunk, time for the result to reach the agent
+
+
+def _exit_when_idle() -> None:
+    while _busy:
+        time.sleep(0.02)
+    time.sleep(RESULT_SEND_S)
+    os._exit(0)
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    if not _busy:
+        os._exit(0)  # nothing in hand
+    threading.Thread(target=_exit_when_idle, daemon=True).start()
+
+
+def _die_with_agent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
+        pass
+    agent = multiprocessing.parent_process()
+    if agent is not None and os.getppid() != agent.pid:  # it died before the prctl
+        os._exit(0)
+
+
 def _start_process(spec: RunnerSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _die_with_agent()
     global _runner
     _runner = JobRunner(spec)
 
@@ -42,9 +78,14 @@ def _started() -> int:
 
 
 def _run_in_process(raws: list[Any]) -> list[Outcome]:
+    global _busy
     if _runner is None:  # the initializer failed; the pool reports it as broken
         raise RuntimeError("inference process without a runner")
-    return _runner.run_chunk(raws)
+    _busy = True
+    try:
+        return _runner.run_chunk(raws)
+    finally:
+        _busy = False
 
 
 class Pool:
@@ -102,8 +143,8 @@ class Pool:
         thread cannot be stopped, but it runs one job at most)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
         if kill and isinstance(self._executor, ProcessPoolExecutor):
-            # no public way before Python 3.14 (terminate_workers); SIGKILL, as they
-            # ignore SIGTERM
+            # no public way before Python 3.14 (terminate_workers); SIGKILL, as SIGTERM
+            # lets them finish their chunk
             processes = getattr(self._executor, "_processes", None) or {}
             for process in list(processes.values()):
                 if process.is_alive():

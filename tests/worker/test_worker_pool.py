@@ -4,6 +4,8 @@ own runner computes (the fingerprint promises it), refused when a runner cannot 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -92,3 +94,57 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"  # a zombie has ended; its parent has not reaped it yet
+
+
+_HOLDER = """
+import os, signal, sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_worker_pool import _spec
+from worker.pool import Pool
+pool = Pool(_spec(Path({models!r})), 2)
+print(" ".join(map(str, pool.pids())), flush=True)
+if {broken!r}:  # one process dies; the interpreter then exits without closing the pool
+    os.kill(pool.pids()[0], signal.SIGKILL)
+    time.sleep(1)
+else:
+    time.sleep(600)
+"""
+
+
+def _holder(models_dir: Path, broken: bool) -> subprocess.Popen[str]:
+    code = _HOLDER.format(tests=str(Path(__file__).parent), models=str(models_dir), broken=broken)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def _gone(pids: list[int]) -> bool:
+    return not any(Path(f"/proc/{p}").exists() for p in pids)
+
+
+def test_pool_with_a_dead_process_lets_the_agent_exit(models_dir: Path) -> None:
+    """The executor shuts a broken pool down with SIGTERM and waits: the processes must
+    heed it (they once ignored it, and the agent hung at exit)."""
+    holder = _holder(models_dir, broken=True)
+    assert holder.stdout is not None
+    pids = [int(p) for p in holder.stdout.readline().split()]
+    try:
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+    deadline = time.monotonic() + 15
+    while not _gone(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pids)
+
+
+def test_pool_processes_die_with_a_killed_agent(models_dir: Path) -> None:
+    holder = _holder(models_dir, broken=False)
+    assert holder.stdout is not None
+    pids = [int(p) for p in holder.stdout.readline().split()]
+    assert len(pids) == 2
+    holder.kill()  # SIGKILL: the agent runs no clean-up
+    holder.wait()
+    deadline = time.monotonic() + 15
+    while not _gone(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pids)
