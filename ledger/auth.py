@@ -58,6 +58,34 @@ def _recover(message: str, signature: str) -> str:
         raise Unauthorized("the signature does not parse", reason="bad_signature") from exc
 
 
+def _field(message: str, name: str) -> str:
+    """The value of the line ``name: value`` of a sign-in message; "" if there is none."""
+    prefix = name + ": "
+    return next((ln[len(prefix) :] for ln in message.splitlines() if ln.startswith(prefix)), "")
+
+
+def check_message(ctx: Context, message: str, nonce: str, now: int) -> None:
+    """The signed message itself must name this API's domain and chain, the nonce and an
+    expiry still ahead: a message issued elsewhere (another deployment sharing the database,
+    a domain or chain since changed) signs in nowhere else."""
+    domain = message.partition(" wants you to sign in")[0]
+    if domain != ctx.settings.api_domain or _field(message, "URI") != f"https://{domain}":
+        raise Unauthorized(
+            f"the sign-in message names another domain than {ctx.settings.api_domain}",
+            reason="wrong_domain",
+        )
+    if _field(message, "Chain ID") != str(ctx.deployment.chain_id):
+        raise Unauthorized(
+            f"the sign-in message names another chain than {ctx.deployment.chain_id}",
+            reason="wrong_chain",
+        )
+    if _field(message, "Nonce") != nonce:
+        raise Unauthorized("the sign-in message names another nonce", reason="bad_nonce")
+    expires = _field(message, "Expiration Time")
+    if not expires.isdigit() or int(expires) < now:
+        raise Unauthorized("the sign-in message has expired", reason="expired")
+
+
 def issue_token(
     session: Session, ctx: Context, address: str, nonce: str, signature: str
 ) -> tuple[str, AuthToken, str]:
@@ -69,6 +97,7 @@ def issue_token(
         raise Unauthorized("unknown or used sign-in nonce", reason="bad_nonce")
     if challenge.expires_at < now:
         raise Unauthorized("the sign-in message has expired", reason="expired")
+    check_message(ctx, challenge.message, nonce, now)
     if _recover(challenge.message, signature) != address:
         raise Unauthorized("the sign-in message was signed by another key", reason="wrong_signer")
     challenge.used = True

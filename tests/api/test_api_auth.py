@@ -117,6 +117,43 @@ def test_an_expired_challenge_is_refused(env: ApiEnv) -> None:
     assert _tokens_of(env, c.worker) == before
 
 
+def _tamper(env: ApiEnv, nonce: str, old: str, new: str) -> str:
+    """Rewrite the stored challenge as if issued by an API of another domain or chain (one
+    sharing this database): the key then signs exactly what it is shown."""
+    with session_scope(env.ctx.engine) as session:
+        row = session.get(AuthChallenge, nonce)
+        assert row is not None and old in row.message
+        row.message = row.message.replace(old, new)
+        session.add(row)
+        return row.message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "detail"),
+    [
+        ("inferledger.local", "inferledger.evil", "another domain"),
+        ("https://inferledger.local", "https://inferledger.evil", "another domain"),
+        ("Chain ID: ", "Chain ID: 1", "another chain"),
+    ],
+    ids=["domain", "uri", "chain"],
+)
+def test_a_message_of_another_domain_or_chain_is_refused(
+    env: ApiEnv, old: str, new: str, detail: str
+) -> None:
+    c = env.contributors[2]
+    ch = env.challenge(c.worker)
+    message = _tamper(env, ch["nonce"], old, new)
+    before = _tokens_of(env, c.worker)
+    r = _token(env, c.worker, ch["nonce"], _sign(c.device, message))
+    _assert_unauthorized(r)
+    assert detail in r.json()["detail"]
+    assert _tokens_of(env, c.worker) == before
+    # the refusal does not spend the nonce on a message that was never this API's
+    with session_scope(env.ctx.engine) as session:
+        row = session.get(AuthChallenge, ch["nonce"])
+        assert row is not None and not row.used
+
+
 def test_an_unregistered_key_is_refused(env: ApiEnv) -> None:
     stranger = Account.create()
     ch = env.challenge(stranger.address)
