@@ -38,7 +38,9 @@ ContextDep = Annotated[Context, Depends(get_context)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_current_worker(session: SessionDep, authorization: Annotated[str, Header()] = "") -> Worker:
+def get_signed_in_worker(
+    session: SessionDep, authorization: Annotated[str, Header()] = ""
+) -> Worker:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("an Authorization: Bearer token is required")
@@ -46,6 +48,15 @@ def get_current_worker(session: SessionDep, authorization: Annotated[str, Header
     worker = session.get(Worker, row.address)
     if row.role != "worker" or worker is None:
         raise Unauthorized("this token is not a worker's")
+    return worker
+
+
+async def get_current_worker(
+    worker: Annotated[Worker, Depends(get_signed_in_worker)], ctx: ContextDep
+) -> Worker:
+    """The signed-in worker, within its key's rate limit. Async: the limiter is touched from
+    the event loop's thread only, so it needs no lock."""
+    ctx.worker_limits.take(worker.address)
     return worker
 
 

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,10 @@ def install(app: FastAPI) -> None:
     async def _ledger_error(_request: Request, exc: LedgerError) -> JSONResponse:
         if exc.status >= 500 and exc.status != 503:
             logger.error("%s: %s", exc.code, exc.detail)
-        return error_response(exc.status, exc.code, exc.detail)
+        response = error_response(exc.status, exc.code, exc.detail)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -153,6 +153,8 @@ def measure(args: argparse.Namespace, batch_max: int, tmp: Path) -> dict[str, An
         "INFERLEDGER_DATABASE_URL": url,
         "INFERLEDGER_INGEST_BATCH_MAX": str(batch_max),
         "INFERLEDGER_WORKER_MAX_IN_FLIGHT": "10000",
+        # clients send as fast as they can: measure admission, not the per-client limit
+        "INFERLEDGER_RATE_LIMIT_BURST": "1000000",
     }
     ctx = Context(Settings(data_dir=data, database_url=url))
     (manifest,) = (

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     worker_seen_s: float = Field(30.0, gt=0)
     worker_max_in_flight: int = Field(64, ge=1, le=10_000)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # per key (a worker's address, a paying client's), in each API process (ledger.ratelimit)
+    rate_limit_per_s: float = Field(200.0, gt=0)
+    rate_limit_burst: int = Field(1_000, ge=1)
+    rate_limit_keys_max: int = Field(100_000, ge=1)  # buckets held; then the full ones go
     max_tensor_bytes: int = Field(262_144, ge=64)
     pull_batch_max: int = Field(64, ge=1, le=1024)
     submit_batch_max: int = Field(64, ge=1, le=1024)

@@ -15,6 +15,7 @@ from ledger.chain.client import ChainClient, connect
 from ledger.chain.index import ChainIndex
 from ledger.config import Settings
 from ledger.db import engine_for
+from ledger.ratelimit import RateLimiter
 from protocol.contracts import Deployment
 from protocol.manifest import Manifest, load_models
 
@@ -72,3 +73,17 @@ class Context:
         from ledger.ingest import Ingest
 
         return Ingest(self)
+
+    @cached_property
+    def worker_limits(self) -> RateLimiter:
+        """Requests per worker key (``ledger.ratelimit``), in this process."""
+        return self._limiter()
+
+    @cached_property
+    def client_limits(self) -> RateLimiter:
+        """Paid job submissions per client address (``ledger.ratelimit``), in this process."""
+        return self._limiter()
+
+    def _limiter(self) -> RateLimiter:
+        s = self.settings
+        return RateLimiter(s.rate_limit_per_s, s.rate_limit_burst, s.rate_limit_keys_max)

@@ -10,6 +10,7 @@ LedgerError
 │   └── TransferConflict        a transfer id reused with different fields
 ├── NoCapacity                  not enough eligible workers of distinct owners     (503)
 ├── Busy                        a request waited too long for its turn; retry it   (503)
+├── RateLimited                 a key spent its request budget; ``retry_after_s``  (429)
 ├── InsufficientFunds           a transfer would make a non-system balance negative
 ├── InvariantViolation          a named invariant failed: stop, nothing is committed
 ├── ChainError                  a chain call failed; ``name`` is the Solidity error
@@ -50,6 +51,17 @@ class InvalidRequest(LedgerError):
 
 class VoucherInvalid(InvalidRequest):
     code = "voucher_invalid"
+
+
+class RateLimited(LedgerError):
+    """A key (worker or client address) sent requests faster than its limit allows."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s)
+        self.retry_after_s = retry_after_s
 
 
 class PaymentRequired(LedgerError):

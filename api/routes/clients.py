@@ -118,7 +118,8 @@ def job_public(session: Session | None, job: Job | JobRow) -> JobPublic:
 @router.post("/jobs", response_model=JobPublic, status_code=202)
 async def submit_job(body: JobCreate, ctx: ContextDep, response: Response) -> JobPublic:
     """Check the request on this thread, then admit it with the others arriving meanwhile
-    (``ledger.ingest``: one unit of work for many requests); answered once committed."""
+    (``ledger.ingest``: one unit of work for many requests); answered once committed. Each
+    client (the voucher's signer) has a rate limit (``ledger.ratelimit``): past it, 429."""
     req = JobRequest(
         model_hash=body.model,
         inputs=body.inputs,
@@ -128,7 +129,9 @@ async def submit_job(body: JobCreate, ctx: ContextDep, response: Response) -> Jo
         signature=body.signature,
         texts=tuple(body.texts) if body.texts is not None else None,
     )
-    job, created = await ctx.ingest.submit_async(prepare(ctx, req))  # CPU, then no thread
+    prepared = prepare(ctx, req)  # CPU: the voucher's signature is checked here
+    ctx.client_limits.take(prepared.req.client)  # a signed voucher's client: others cannot drain it
+    job, created = await ctx.ingest.submit_async(prepared)  # then no thread
     if created:
         return job_public(None, job)
     response.status_code = 200  # a retry of a job already made
