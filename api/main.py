@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from api import errors
 from api.limits import BodyLimitMiddleware
 from api.routes import audit, auth, clients, contributors, workers
+from api.schemas import ERROR_RESPONSES
 from ledger.config import get_settings
 from ledger.runtime import tune_gc
 
@@ -23,11 +24,11 @@ def create_app() -> FastAPI:
         description="Pay per inference, verified by redundant runs on contributors' devices.",
     )
     errors.install(app)
-    app.include_router(auth.router)
-    app.include_router(clients.router)
-    app.include_router(workers.router)
-    app.include_router(contributors.router)
-    app.include_router(audit.router)
+    app.include_router(auth.router, responses=ERROR_RESPONSES)
+    app.include_router(clients.router, responses=ERROR_RESPONSES)
+    app.include_router(workers.router, responses=ERROR_RESPONSES)
+    app.include_router(contributors.router, responses=ERROR_RESPONSES)
+    app.include_router(audit.router, responses=ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

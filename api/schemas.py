@@ -13,6 +13,30 @@ WeiStr = Field(pattern=r"^[0-9]{1,78}$")
 Signature = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
 
 
+class ErrorPublic(BaseModel):
+    """Every error answer (``api/errors.py``): a stable snake_case code and a detail."""
+
+    error: str
+    detail: str
+
+
+# what any route may answer besides its success; 422: a body or parameter that fails validation
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorPublic, "description": what}
+    for status, what in [
+        (400, "Invalid request"),
+        (401, "Unauthorized"),
+        (402, "Insufficient deposit"),
+        (404, "Not found"),
+        (409, "Conflict"),
+        (413, "Body too large"),
+        (422, "Invalid body or parameter"),
+        (429, "Rate limited (Retry-After)"),
+        (503, "No capacity or busy; retry"),
+    ]
+}
+
+
 class ChallengeRequest(BaseModel):
     address: str = Address
 
