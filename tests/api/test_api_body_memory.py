@@ -58,13 +58,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]
 
 def _send(port: int, head: bytes, chunks: Iterator[bytes]) -> bytes:
     """Send a request while reading the answer on another thread (the server answers and
-    closes before the body is all sent); return the answer's first bytes."""
+    closes before the body is all sent); return the answer, head and body."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         answer = bytearray()
 
+        def complete() -> bool:
+            head, sep, body = bytes(answer).partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            return bool(sep) and (length is None or len(body) >= int(length.group(1)))
+
         def read() -> None:
             try:
-                while b"\r\n\r\n" not in answer and (got := sock.recv(65_536)):
+                while not complete() and (got := sock.recv(65_536)):
                     answer.extend(got)
             except OSError:
                 pass
