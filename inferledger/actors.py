@@ -21,10 +21,18 @@ def actor(w3: Web3, deployment: Deployment, artifacts_dir: Path, key: str) -> Ch
     return ChainClient(w3, deployment, artifacts_dir, key)
 
 
+def chain_deadline(client: ChainClient, valid_s: int) -> int:
+    """A signature's deadline ``valid_s`` from now as the contracts see it: the newest block's
+    time, which a development chain can run ahead of the wall clock (time moved forward,
+    a busy node), or the wall clock if that is later."""
+    latest = int(client.w3.eth.get_block("latest")["timestamp"])
+    return max(latest, int(time.time())) + valid_s
+
+
 def deposit_with_permit(client: ChainClient, amount_wei: int) -> None:
     """Deposit into the vault in one transaction, approving it by an EIP-2612 signature."""
     owner, vault = client.address, client.deployment.vault
-    deadline = int(time.time()) + 3600
+    deadline = chain_deadline(client, 3600)
     nonce = int(client.call(client.token.functions.nonces(owner)))
     signable = encode_typed_data(
         full_message={
@@ -81,7 +89,7 @@ def register_device(contributor: ChainClient, device_key: str | bytes, valid_s: 
     """Register a device key to the contributor; the device signs to prove it holds the key."""
     key = device_key if isinstance(device_key, bytes) else bytes.fromhex(device_key[2:])
     worker = Account.from_key(key).address
-    deadline = int(time.time()) + valid_s
+    deadline = chain_deadline(contributor, valid_s)
     sig = sign_registration(
         contributor.deployment.registry_domain, worker, contributor.address, deadline, key
     )
