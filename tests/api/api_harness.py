@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+import pytest
+import redis
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
@@ -27,7 +30,7 @@ import api.main
 from inferledger import actors
 from ledger.chain.client import ChainClient
 from ledger.chain.deploy import deploy
-from ledger.config import REPO_ROOT, Settings
+from ledger.config import REPO_ROOT, Settings, get_settings
 from ledger.context import Context
 from ledger.db import session_scope
 from ledger.reconcile import ReconcileReport, reconcile_batch
@@ -358,6 +361,28 @@ def malformed_items(good: dict[str, Any]) -> list[tuple[str, Any]]:
         ("signature-high-s", edit(signature="0x" + "ff" * 65)),
         ("signature-zeros", edit(signature="0x" + "00" * 65)),
     ]
+
+
+@contextmanager
+def own_celery_queue(redis_url: str, prefix: str) -> Iterator[str]:
+    """The API enqueues a reconcile when a job's replicas have all answered (the tests
+    reconcile themselves). The Celery app reads its settings once, at import: point it at a
+    queue of its own on the real Redis that nothing consumes, and empty that afterwards."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INFERLEDGER_REDIS_URL", redis_url)
+        mp.setenv("INFERLEDGER_CELERY_QUEUE", prefix + uuid.uuid4().hex[:10])
+        get_settings.cache_clear()
+        import ledger.celery_app
+
+        queue = str(ledger.celery_app.app.conf.task_default_queue)
+    get_settings.cache_clear()
+    try:
+        yield queue
+    finally:
+        if queue.startswith(prefix):
+            r = redis.Redis.from_url(redis_url)
+            for key in r.scan_iter(f"*{queue}*"):
+                r.delete(key)
 
 
 def deploy_fresh(w3: Web3, admin_key: str, treasury: str) -> Deployment:

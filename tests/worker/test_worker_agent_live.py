@@ -8,18 +8,22 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from running_agent import Running
 from tiny_model import build_tiny_model
-from worker_live_api import LiveApi, api_env_for_agents, samples, wait_for, write_key_file
+from worker_live_api import (
+    LiveApi,
+    api_env_for_agents,
+    own_celery_queue,
+    samples,
+    wait_for,
+    write_key_file,
+)
 
-from ledger.config import get_settings
 from ledger.models import AssignmentStatus, JobStatus
 from worker.agent import MAX_CHUNK
 from worker.api_client import ApiClient
@@ -30,21 +34,8 @@ QUEUE_PREFIX = "inferledger-worker-tests-"
 
 @pytest.fixture(scope="module", autouse=True)
 def celery_queue(redis_url: str) -> Iterator[str]:
-    """The API enqueues a reconcile when a job's replicas have all answered; the tests
-    reconcile themselves. A queue of the module's own on the real Redis, emptied after."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("INFERLEDGER_REDIS_URL", redis_url)
-        mp.setenv("INFERLEDGER_CELERY_QUEUE", QUEUE_PREFIX + uuid.uuid4().hex[:10])
-        get_settings.cache_clear()
-        import ledger.celery_app
-
-        queue = str(ledger.celery_app.app.conf.task_default_queue)
-    get_settings.cache_clear()
-    yield queue
-    if queue.startswith(QUEUE_PREFIX):
-        r = redis.Redis.from_url(redis_url)
-        for key in r.scan_iter(f"*{queue}*"):
-            r.delete(key)
+    with own_celery_queue(redis_url, QUEUE_PREFIX) as queue:
+        yield queue
 
 
 @pytest.fixture

@@ -18,13 +18,20 @@ import uvicorn
 from sqlmodel import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-from api_harness import ApiEnv, Contributor, api_env, samples  # noqa: E402
+from api_harness import ApiEnv, Contributor, api_env, own_celery_queue, samples  # noqa: E402
 
 from inferledger.procs import free_port  # noqa: E402
 from ledger.db import session_scope  # noqa: E402
 from ledger.models import Assignment, Job, Worker  # noqa: E402
 
-__all__ = ["LiveApi", "api_env_for_agents", "samples", "wait_for", "write_key_file"]
+__all__ = [
+    "LiveApi",
+    "api_env_for_agents",
+    "own_celery_queue",
+    "samples",
+    "wait_for",
+    "write_key_file",
+]
 
 
 @contextmanager
