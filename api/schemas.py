@@ -197,3 +197,15 @@ class ResultProofPublic(BaseModel):
     result_hash: str
     proof: list[str]
     results_root: str
+
+
+class JobInputsPublic(BaseModel):
+    """A job's inputs as the workers received them (wire tensors; a text job's tokens), for
+    an auditor to replay it. Trust nothing here: hashed, they must be the epoch file's
+    ``input_hash``."""
+
+    epoch: int
+    job_id: str
+    model_hash: str
+    input_hash: str
+    inputs: dict[str, Any]

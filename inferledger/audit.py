@@ -40,6 +40,7 @@ class AuditReport:
     epochs: list[int] = field(default_factory=list)
     checks: Counter[str] = field(default_factory=Counter)
     faults: list[dict[str, Any]] = field(default_factory=list)
+    replay: dict[str, Any] | None = None  # ``inferledger.audit_replay``'s summary, if run
 
     @property
     def ok(self) -> bool:
@@ -52,12 +53,15 @@ class AuditReport:
         return holds
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "ok": self.ok,
             "epochs": self.epochs,
             "checks": dict(self.checks),
             "faults": self.faults,
         }
+        if self.replay is not None:
+            out["replay"] = self.replay
+        return out
 
 
 def model_tolerances(models_dir: Path) -> dict[str, float]:
@@ -86,6 +90,8 @@ class Auditor:
             for name, a in deployment.addresses.items()
         }
         self.settlement = self.contracts["EpochSettlement"]
+        # each audited file that hashed to its posted fileHash, parsed: what replay picks from
+        self.documents: dict[int, dict[str, Any]] = {}
 
     def audit(self, upto: int | None = None) -> AuditReport:
         """Audit epochs 1..upto (default: every posted one); earnings are cumulative, so
@@ -130,6 +136,7 @@ class Auditor:
             return
         try:
             doc = epochfile.parse(raw)
+            self.documents[n] = doc
             self._audit_document(window, doc, record, report, run, records)
         except _FORMAT_ERRORS as exc:
             report.check("file_format", False, n, f"the epoch file is malformed: {exc!r}")

@@ -2,6 +2,7 @@
 
 inferledger demo                 bring up the whole system and run the paid loop
 inferledger audit --epoch N      verify epochs from chain records and epoch files
+inferledger audit --replay N     ... and run N random jobs again, compared with consensus
 inferledger worker init|run      the device worker agent
 inferledger client ...           pay for inference: key, deposit, models, run, balance, withdraw
 inferledger wallet ...           earn as a contributor: key, stake, devices, earnings, claim
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +34,7 @@ app.add_typer(client_app, name="client")
 app.add_typer(wallet_app, name="wallet")
 console = Console()
 _tokens = format_tokens
+MAX_REPLAY = 100_000  # jobs one replay runs
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -133,17 +136,42 @@ def audit(
     ] = None,
     models_dir: Annotated[
         Path | None,
-        typer.Option(help="Model manifests, for cross-class tolerances (default: the repo's)."),
+        typer.Option(
+            help="Model manifests, for cross-class tolerances, and the models --replay runs "
+            "(default: the repo's)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    replay: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=MAX_REPLAY,
+            help="Also run N random accepted jobs again with onnxruntime (inputs from "
+            "--api-url, checked against their input_hash) and compare with their consensus; "
+            "0: off.",
+        ),
+    ] = 0,
+    replay_seed: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=2**64 - 1,
+            help="Seed of the random pick, to repeat a replay (default: from os.urandom; "
+            "the seed used is printed).",
+        ),
+    ] = None,
 ) -> None:
     """Verify epochs from the chain and the epoch files alone: file hashes; every attestation
     signature, and its worker registered to its contributor while the epoch ran; every
     consensus decision again from the votes (tolerance rule included) and every payout split;
     each job's price within its voucher, each voucher's signature and charge against the
     vault's redemptions; leaves, roots, totals; money conserved to the wei between vault,
-    epochs, claims, fees and slashes. Each fault is printed with its check's name
-    (docs/audit.md). Exits 0 only when every check holds, 1 otherwise, 2 on bad usage."""
+    epochs, claims, fees and slashes. With --replay N, N random accepted jobs are run again
+    and must agree with their consensus: bit for bit in the consensus's fingerprint class
+    when this machine can run it, else within the model's tolerance of the outputs the file
+    reveals (jobs that allow neither are not picked). Each fault is printed with its check's
+    name (docs/audit.md). Exits 0 only when every check holds, 1 otherwise, 2 on bad usage."""
     from inferledger.audit import Auditor, model_tolerances
     from ledger.chain.client import connect
     from ledger.config import REPO_ROOT
@@ -151,6 +179,9 @@ def audit(
 
     if (api_url is None) == (files is None):
         console.print("[red]give exactly one of --api-url or --files[/red]")
+        raise typer.Exit(2)
+    if replay and api_url is None:
+        console.print("[red]--replay fetches the jobs' inputs from the API: give --api-url[/red]")
         raise typer.Exit(2)
 
     def fetch(n: int) -> bytes:
@@ -163,7 +194,14 @@ def audit(
     abis = {n: artifact(REPO_ROOT / "artifacts", n)["abi"] for n in CONTRACT_NAMES}
     tolerances = model_tolerances(models_dir or REPO_ROOT / "models")
     deployment = Deployment.load(deployment_file)
-    report = Auditor(connect(rpc_url), deployment, abis, fetch, tolerances).audit(epoch)
+    auditor = Auditor(connect(rpc_url), deployment, abis, fetch, tolerances)
+    report = auditor.audit(epoch)
+    if replay and api_url is not None:
+        from inferledger.audit_cli import run_replay
+
+        seed = replay_seed if replay_seed is not None else int.from_bytes(os.urandom(8), "big")
+        models = models_dir or REPO_ROOT / "models"
+        run_replay(report, auditor.documents, api_url, models, replay, seed, quiet=as_json)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:

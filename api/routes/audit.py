@@ -1,16 +1,19 @@
-"""Audit routes: epochs, the published epoch files (exact bytes), and Merkle proofs."""
+"""Audit routes: epochs, the published epoch files (exact bytes), Merkle proofs, and the
+inputs of an epoch's jobs (for ``inferledger audit --replay``)."""
 
 from __future__ import annotations
+
+import json
 
 from fastapi import APIRouter, Response
 from sqlmodel import col, select
 
 from api.deps import ContextDep, SessionDep
-from api.schemas import EpochPublic, ProofPublic, ResultProofPublic
+from api.schemas import EpochPublic, JobInputsPublic, ProofPublic, ResultProofPublic
 from ledger.auth import checked_address
 from ledger.epochs import epoch_path
 from ledger.errors import NotFound
-from ledger.models import Epoch, EpochStatus
+from ledger.models import Epoch, EpochStatus, Job
 from protocol import epochfile, merkle
 from protocol.errors import ProofError
 
@@ -99,4 +102,22 @@ def get_result_proof(
         result_hash=job["result_hash"],
         proof=["0x" + p.hex() for p in tree.proof_of(key)],
         results_root="0x" + tree.root.hex(),
+    )
+
+
+@router.get("/{number}/jobs/{job_id}/inputs", response_model=JobInputsPublic)
+def get_job_inputs(number: int, job_id: str, session: SessionDep) -> JobInputsPublic:
+    """The inputs of a job of a posted epoch, as its workers received them: what an auditor
+    replays. The epoch file carries only their hash (``input_hash``), which the auditor
+    checks them against; any other job is not found."""
+    _posted(session, number)
+    job = session.get(Job, job_id.lower())
+    if job is None or job.epoch != number:
+        raise NotFound(f"job {job_id} is not a job of epoch {number}")
+    return JobInputsPublic(
+        epoch=number,
+        job_id=job.id,
+        model_hash=job.model_hash,
+        input_hash=job.input_hash,
+        inputs=json.loads(job.inputs_json),
     )
