@@ -12,7 +12,7 @@ NODE_STAMP := node_modules/.installed
 SOL_STAMP := artifacts/.compiled
 PYTEST_ARGS ?=
 
-.PHONY: help deps demo test test-contracts test-forge test-python lint lint-contracts contracts bench bench-gas clean
+.PHONY: help deps demo test test-contracts test-forge test-python lint lint-contracts contracts browser bench bench-gas clean
 
 help:
 	@echo "make demo   - bring up the whole system and run the paid loop (needs Redis)"
@@ -71,7 +71,22 @@ lint-contracts: $(SOL_STAMP) $(SLITHER_STAMP)
 	@touch $(SOL_STAMP)
 	$(SLITHER_VENV)/bin/slither . --fail-medium
 
-test-python: deps
+# Debian's headless Chromium for the explorer's browser tests (tests/explorer/, driven by
+# Playwright without its own browser download). Installed only where /usr/bin/chromium is
+# missing: as root (CI), or say what to run.
+CHROMIUM_PACKAGES := chromium chromium-driver fonts-dejavu-core
+
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "/usr/bin/chromium is missing: sudo apt-get install $(CHROMIUM_PACKAGES)"; exit 1; \
+	  fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y --no-install-recommends $(CHROMIUM_PACKAGES) || \
+	    { apt-get update && apt-get install -y --no-install-recommends $(CHROMIUM_PACKAGES); }; \
+	fi
+
+test-python: deps browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: deps lint lint-contracts test-contracts test-forge test-python

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.limits import BodyLimitMiddleware
-from api.routes import audit, auth, clients, contributors, workers
+from api.routes import audit, auth, clients, contributors, explorer, workers
 from api.schemas import ERROR_RESPONSES
 from ledger.config import get_settings
 from ledger.runtime import tune_gc
@@ -29,6 +29,7 @@ def create_app() -> FastAPI:
     app.include_router(workers.router, responses=ERROR_RESPONSES)
     app.include_router(contributors.router, responses=ERROR_RESPONSES)
     app.include_router(audit.router, responses=ERROR_RESPONSES)
+    app.include_router(explorer.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
