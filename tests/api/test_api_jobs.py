@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 from api_harness import CLIENT_DEPOSIT_WEI, TOKEN, ApiEnv, samples, wire
 from eth_account import Account
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
+import api.deps
+import api.main
 from inferledger.demo import dev_keys
 from protocol.eip712 import job_id
 
@@ -326,3 +330,91 @@ def test_amounts_travel_as_decimal_strings(ready: ApiEnv) -> None:
     for name in ("deposited_wei", "available_wei", "held_wei", "charged_wei", "max_voucher_wei"):
         assert isinstance(balance[name], str) and balance[name].isdigit()
     assert int(balance["deposited_wei"]) == TOKEN
+
+
+# --- the lean route (api.routes.clients.lean_submit_route) answers as FastAPI's would ------
+
+
+@pytest.fixture(scope="module")
+def fastapi_only(ready: ApiEnv) -> Iterator[TestClient]:
+    """The same API with ``POST /v1/jobs`` left to its FastAPI route alone."""
+    app = api.main.create_app(lean_jobs=False)
+    app.dependency_overrides[api.deps.get_context] = lambda: ready.ctx
+    with TestClient(app) as http:
+        yield http
+
+
+def _same_answer(ready: ApiEnv, fastapi_only: TestClient, **request: Any) -> Any:
+    lean = ready.http.post("/v1/jobs", **request)
+    plain = fastapi_only.post("/v1/jobs", **request)
+    assert (lean.status_code, lean.json()) == (plain.status_code, plain.json())
+    assert lean.headers["content-type"] == plain.headers["content-type"]
+    return lean
+
+
+def test_the_lean_route_is_the_one_answering(ready: ApiEnv, fastapi_only: TestClient) -> None:
+    assert isinstance(ready.http.app, FastAPI) and isinstance(fastapi_only.app, FastAPI)
+    assert ready.http.app.router.routes[0].name == "submit_job_lean"
+    assert all(getattr(r, "name", "") != "submit_job_lean" for r in fastapi_only.app.routes)
+    assert "post" in ready.http.get("/openapi.json").json()["paths"]["/v1/jobs"]
+
+
+@pytest.mark.parametrize("how", [*INVALID, "not-an-object"])
+def test_the_lean_route_refuses_a_body_as_fastapi_does(
+    ready: ApiEnv, fastapi_only: TestClient, unchanged: None, how: str
+) -> None:
+    body: Any = ready.next_body(samples(1))
+    if how == "not-an-object":
+        body = [body]
+    else:
+        INVALID[how](body)
+    check_refused(_same_answer(ready, fastapi_only, json=body), 422, "invalid_body")
+
+
+@pytest.mark.parametrize(
+    "content, headers",
+    [
+        (b"{not json", JSON),
+        (b"", JSON),
+        (b"\xff\xfe", JSON),
+        (b'{"model": 1}', {"content-type": "text/plain"}),
+        (b'{"model": 1}', {"content-type": "application/problem+json; charset=utf-8"}),
+    ],
+)
+def test_the_lean_route_refuses_bytes_as_fastapi_does(
+    ready: ApiEnv, fastapi_only: TestClient, unchanged: None, content: bytes, headers: Any
+) -> None:
+    r = _same_answer(ready, fastapi_only, content=content, headers=headers)
+    check_refused(r, 422, "invalid_body")
+
+
+def test_the_lean_route_refuses_a_voucher_as_fastapi_does(
+    ready: ApiEnv, fastapi_only: TestClient, unchanged: None
+) -> None:
+    body = ready.next_body(samples(1))
+    body["voucher"]["client"] = str(Account.create().address)  # signed by another key
+    check_refused(_same_answer(ready, fastapi_only, json=body), 400, "voucher_signature")
+    body = ready.next_body(samples(1))
+    body["voucher"]["cumulative_amount_wei"] = str(2**256)
+    check_refused(_same_answer(ready, fastapi_only, json=body), 400, "voucher_amount")
+
+
+def test_the_lean_route_admits_and_retries_as_fastapi_does(
+    ready: ApiEnv, fastapi_only: TestClient
+) -> None:
+    """A job made by one route, then retried on the other, gets the same job back (202,
+    then 200), both ways round."""
+    for first, second in ((ready.http, fastapi_only), (fastapi_only, ready.http)):
+        body = ready.next_body(samples(2))
+        made = first.post("/v1/jobs", json=body)
+        assert made.status_code == 202, made.text
+        again = second.post("/v1/jobs", json=body)
+        assert again.status_code == 200, again.text
+        assert again.json() == made.json()
+        assert (
+            made.json()["job_id"]
+            == "0x"
+            + job_id(
+                ready.deployment.vault, ready.client, int(body["voucher"]["cumulative_amount_wei"])
+            ).hex()
+        )
