@@ -12,13 +12,13 @@ NODE_STAMP := node_modules/.installed
 SOL_STAMP := artifacts/.compiled
 PYTEST_ARGS ?=
 
-.PHONY: help deps demo test test-contracts test-forge test-python lint lint-contracts contracts browser bench bench-gas clean
+.PHONY: help deps demo test test-contracts test-forge test-python lint lint-contracts contracts browser bench bench-quick bench-gas clean
 
 help:
 	@echo "make demo   - bring up the whole system and run the paid loop (needs Redis)"
 	@echo "make test   - lint, type-check and run every test (needs Redis and PostgreSQL)"
 	@echo "make lint   - ruff and mypy only"
-	@echo "make bench  - the benchmarks under bench/ (make bench-gas: the contracts' gas)"
+	@echo "make bench  - every benchmark at two sizes, one table (bench-quick: small sizes)"
 
 deps: $(PY_STAMP) $(NODE_STAMP) $(SOL_STAMP)
 
@@ -91,11 +91,13 @@ test-python: deps browser
 
 test: deps lint lint-contracts test-contracts test-forge test-python
 
+# Every benchmark at two sizes and one table (bench/suite.py; docs/performance.md). Needs Redis.
+# BENCH_ARGS: e.g. --only system,epoch or --no-gas.
 bench: deps
-	$(BIN)/python bench/run.py
-	$(BIN)/python bench/reconcile.py
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/agent.py
+	$(BIN)/python bench/suite.py $(BENCH_ARGS)
+
+bench-quick: deps
+	$(BIN)/python bench/suite.py --quick $(BENCH_ARGS)
 
 bench-gas: $(SOL_STAMP)
 	./node_modules/.bin/hardhat run bench/gas.js

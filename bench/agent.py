@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import threading
 import time
@@ -41,10 +40,10 @@ from eth_account import Account
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import write_result  # noqa: E402
 from protocol import text  # noqa: E402
 from protocol.eip712 import Domain  # noqa: E402
 from protocol.errors import ProtocolError  # noqa: E402
-from protocol.fingerprint import cpu_isa_tier  # noqa: E402
 from protocol.hashing import input_hash  # noqa: E402
 from protocol.manifest import Manifest  # noqa: E402
 from protocol.tensors import encode  # noqa: E402
@@ -273,17 +272,13 @@ def main() -> None:
             f"\nminilm-l6: the agent loses {f['loss_pct']:.1f}% of raw onnxruntime's rate "
             f"({f['loss_cpu_pct']:.1f}% in CPU time; goal: at most 10%)"
         )
-    out = {
-        "machine": platform.machine(),
-        "isa": cpu_isa_tier(),
-        "ort": ort.__version__,
-        "threads": args.threads,
-        "rounds": args.rounds,
-        "skipped": skipped,
-        "figures": figures,
-    }
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "agent.json").write_text(json.dumps(out, indent=2))
+    write_result(
+        "agent",
+        figures,
+        {"raw_onnxruntime": "the same session's run() over the same rows, turn by turn"},
+        vars(args),
+        skipped=skipped,
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ the same run: one Celery task per job, each deciding its job in its own unit of 
 Seeds N submitted jobs (two agreeing replicas each, the price held in escrow), starts a real
 Celery worker (solo pool: one process) on the real Redis, sends the work and times it until
 the database shows every job decided; then checks every invariant, including a full replay
-of the journal. Prints a table and writes bench/results/reconcile.json.
+of the journal. Prints a table and writes bench/results/reconcile-<database>.json.
 
 Usage: ``make bench`` or ``.venv/bin/python bench/reconcile.py [--jobs 20000]
 [--naive-jobs 1000] [--postgres]``.
@@ -13,9 +13,7 @@ Usage: ``make bench`` or ``.venv/bin/python bench/reconcile.py [--jobs 20000]
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ from sqlmodel import Session, col, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import write_result  # noqa: E402
 from inferledger.procs import Processes, wait_until  # noqa: E402
 from ledger import invariants, journal  # noqa: E402
 from ledger.config import Settings  # noqa: E402
@@ -207,22 +206,18 @@ def main() -> None:
     ratio = figures["batched"] / figures["naive"]
     database = "postgresql" if args.postgres else "sqlite"
     print(f"batched / naive = {ratio:.1f}x on {database} (goal: at least 5,000 jobs/s)")
-    out = ROOT / "bench" / "results" / f"reconcile-{database}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "database": database,
-                "jobs": args.jobs,
-                "naive_jobs": args.naive_jobs,
-                "jobs_per_s": round(figures["batched"]),
-                "naive_jobs_per_s": round(figures["naive"]),
-                "ratio": round(ratio, 2),
-                "machine": platform.machine(),
-                "cpus": os.cpu_count(),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_result(
+        f"reconcile-{database}",
+        {
+            "database": database,
+            "jobs": args.jobs,
+            "naive_jobs": args.naive_jobs,
+            "jobs_per_s": round(figures["batched"]),
+            "naive_jobs_per_s": round(figures["naive"]),
+            "ratio": round(ratio, 2),
+        },
+        {"naive_jobs_per_s": round(figures["naive"])},
+        vars(args),
     )
 
 

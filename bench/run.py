@@ -1,16 +1,17 @@
 """Per-job costs of verification next to one raw inference, measured in the same run.
 
-Prints a table and writes bench/results/protocol.json. Figures are medians in microseconds
-and ratios against the raw onnxruntime inference of the same row, so they compare across
-machines. Usage: ``make bench`` (or ``.venv/bin/python bench/run.py --rows 500``).
+Prints a table and writes bench/results/protocol.json (in ``bench/common.py``'s shape).
+Figures are medians in microseconds and ratios against the raw onnxruntime inference of
+the same row, so they compare across machines. Usage: ``make bench`` (or
+``.venv/bin/python bench/run.py --rows 500``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +21,19 @@ import numpy as np
 import onnxruntime as ort
 from eth_account import Account
 
-from protocol import hashing, tensors
-from protocol.eip712 import Attestation, Domain, recover_attestation, sign_attestation
-from protocol.fingerprint import Fingerprint, cpu_isa_tier
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import write_result  # noqa: E402
+from protocol import hashing, tensors  # noqa: E402
+from protocol.eip712 import (  # noqa: E402
+    Attestation,
+    Domain,
+    recover_attestation,
+    sign_attestation,
+)
+from protocol.fingerprint import Fingerprint, cpu_isa_tier  # noqa: E402
+
 MODEL = ROOT / "models" / "digits-cnn"
 
 
@@ -86,15 +95,12 @@ def main() -> None:
     print(f"{'figure':32} {'median µs':>10} {'× raw inference':>16}")
     for name, value in figures.items():
         print(f"{name:32} {value:10.1f} {value / raw:16.2f}")
-    out = {
-        "machine": platform.machine(),
-        "isa": cpu_isa_tier(),
-        "ort": ort.__version__,
-        "rows": args.rows,
-        "figures_us": figures,
-    }
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "protocol.json").write_text(json.dumps(out, indent=2))
+    write_result(
+        "protocol",
+        {"figures_us": figures, "rows": args.rows},
+        {"raw_inference_us": raw},
+        vars(args),
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,415 @@
+"""The whole system end to end, against raw onnxruntime on the same model, settings and cores,
+measured in the same run (``bench/stack.py`` brings the parts up: Hardhat, API, Celery
+worker, one device agent per contributor, each a process of its own on this machine).
+
+- **Latency added** by verification: one client sends one paid request at a time (voucher
+  signed beforehand), then long-polls ``GET /v1/jobs/{id}`` until the job is decided (both
+  replicas computed, attested, submitted and reconciled by Celery). The figure is that
+  round trip minus one raw inference of the same input (the median of ``session.run`` in
+  this process, tokenisation included for a text model), p50 and p99.
+- **Verified throughput**: ``--sizes`` jobs sent at once by ``--clients`` keep-alive
+  connections, timed from the first request to the moment the database shows every job
+  decided; against ``cores`` threads each running a raw session (one intra-op thread, as
+  the agents) over the same rows, the best of two passes. The raw figures are measured
+  before the system starts, so that its idle processes do not slow them down. With
+  replication 2 every job runs twice, so 0.5 is the ceiling of the ratio.
+- **Peak RSS** (VmHWM) of the API, the Celery worker and a device agent (its main process
+  and its largest inference process) after each size, jobs counted since start.
+
+MiniLM's runs are ``--minilm-share`` (0.2) of each size: its jobs cost about 200 times the
+CNN's. The agents run with ``submit_linger_s`` 0 and an idle poll of ``--idle-sleep-s``
+(5 ms; the defaults are 0.1 s and 50 to 250 ms, which would be most of an idle request's
+latency); ``--api-server uvicorn`` runs the API as ``make demo`` does instead of
+``python -m api.serve``. Prints a table and writes bench/results/system.json. Usage:
+``.venv/bin/python bench/system.py [--models digits-cnn,minilm-l6] [--sizes 1000,3000]
+[--latency-requests 200] [--replicas 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+from sqlmodel import Session, col, func, select
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import (  # noqa: E402
+    children,
+    cores,
+    peak_rss_mib,
+    table,
+    tree_peak_rss_mib,
+    write_result,
+)  # noqa: E402
+from bench.stack import Stack, StackConfig, start  # noqa: E402
+from inferledger.procs import Processes  # noqa: E402
+from ledger.models import Job, JobStatus  # noqa: E402
+from protocol import tensors, text  # noqa: E402
+from protocol.eip712 import Voucher, sign_voucher  # noqa: E402
+from protocol.manifest import Manifest, load_models  # noqa: E402
+from worker.model_files import model_bytes  # noqa: E402
+
+SENTENCES = [
+    "The parcel was left at the neighbour's door because nobody answered.",
+    "Quarterly revenue grew by four percent, driven by subscriptions.",
+    "How do I reset the password on my router without losing settings?",
+    "Heavy rain is expected along the coast from Thursday evening.",
+    "She plays the cello in a string quartet on Sunday afternoons.",
+    "A short sentence.",
+    "Refunds are issued to the original payment method within ten days.",
+    "The museum reopens after renovation with a new wing for modern art.",
+]
+
+
+class Workload:
+    """One model's rows: as the API takes them (a job body's payload) and as raw runs them,
+    with the raw figures measured before any part of the system starts (``measure_raw``)."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.raw_ms = 0.0  # one raw inference, median
+        self.raw_rate = 0.0  # rows per second, ``cores`` threads
+        self.names = [o.name for o in manifest.outputs]
+        self.images = np.asarray(
+            json.loads((ROOT / "models" / "digits-cnn" / "samples.json").read_text())["images"],
+            dtype=np.float32,
+        ).reshape(-1, 1, 8, 8)
+
+    def payload(self, i: int) -> dict[str, Any]:
+        if self.manifest.text is not None:
+            return {"texts": [SENTENCES[i % len(SENTENCES)]]}
+        return {"inputs": {"input": tensors.encode(self.images[i % len(self.images)][None])}}
+
+    def feed(self, i: int) -> dict[str, Any]:
+        if self.manifest.text is not None:
+            return text.encode(self.manifest, [SENTENCES[i % len(SENTENCES)]])
+        return {"input": self.images[i % len(self.images)][None]}
+
+    def session(self) -> ort.InferenceSession:
+        """A session with the agents' settings: one intra-op thread, sequential, level all."""
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(
+            model_bytes(self.manifest), opts, providers=["CPUExecutionProvider"]
+        )
+
+    def raw_one_ms(self, rows: int) -> float:
+        """The median of one raw inference (tokenising included for text), in ms."""
+        session = self.session()
+        samples = []
+        for i in range(rows + 10):
+            started = time.perf_counter()
+            session.run(self.names, self.feed(i))
+            samples.append((time.perf_counter() - started) * 1e3)
+        return statistics.median(samples[10:])
+
+    def measure_raw(self, rows: int) -> None:
+        """On a machine where the system is not running yet: the baselines of this run."""
+        self.raw_ms = self.raw_one_ms(min(rows, 300))
+        self.raw_rate = max(self.raw_per_s(min(rows, 3000), cores()) for _ in range(2))
+
+    def raw_per_s(self, rows: int, threads: int) -> float:
+        """Rows per second of ``threads`` sessions run at once (onnxruntime drops the GIL);
+        the feeds are prepared beforehand."""
+        sessions = [self.session() for _ in range(threads)]
+        feeds = [self.feed(i) for i in range(rows)]
+        for s in sessions:
+            s.run(self.names, feeds[0])
+
+        def run(s: ort.InferenceSession) -> None:
+            for feed in feeds:
+                s.run(self.names, feed)
+
+        workers = [threading.Thread(target=run, args=(s,)) for s in sessions]
+        started = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return threads * rows / (time.perf_counter() - started)
+
+
+class Payer:
+    """Clients with deposits, each signing increasing cumulative vouchers."""
+
+    def __init__(self, stack: Stack, clients: int) -> None:
+        self.stack = stack
+        self.keys = [os.urandom(32) for _ in range(clients)]
+        self.paid = [0] * clients
+        self.expiry = int(time.time()) + 86_400
+
+    def bodies(self, work: Workload, count: int, start: int) -> list[list[bytes]]:
+        """``count`` job bodies, dealt to the clients in turn, each stream in voucher order."""
+        from eth_account import Account
+
+        price = work.manifest.price_wei(1)
+        streams: list[list[bytes]] = [[] for _ in self.keys]
+        for i in range(count):
+            c = i % len(self.keys)
+            self.paid[c] += price
+            client = Account.from_key(self.keys[c]).address
+            voucher = Voucher(client, self.paid[c], self.expiry)
+            sig = sign_voucher(self.stack.deployment.vault_domain, voucher, self.keys[c])
+            body = {
+                "model": "0x" + work.manifest.sha256,
+                **work.payload(start + i),
+                "voucher": {
+                    "client": client,
+                    "cumulative_amount_wei": str(self.paid[c]),
+                    "expiry": self.expiry,
+                },
+                "signature": "0x" + sig.hex(),
+            }
+            streams[c].append(json.dumps(body).encode())
+        return [s for s in streams if s]
+
+
+def decided(stack: Stack) -> tuple[int, int]:
+    """Jobs accepted and jobs failed, from the database."""
+    with Session(stack.ctx.engine) as session:
+        rows = session.exec(
+            select(Job.status, func.count())
+            .where(col(Job.status).in_([JobStatus.ACCEPTED, JobStatus.FAILED]))
+            .group_by(Job.status)
+        ).all()
+    counts = {str(status): int(n) for status, n in rows}
+    return counts.get(JobStatus.ACCEPTED, 0), counts.get(JobStatus.FAILED, 0)
+
+
+def latency(stack: Stack, payer: Payer, work: Workload, requests: int, sent: int) -> dict[str, Any]:
+    """One request at a time, each waited for: the round trips in ms."""
+    streams = payer.bodies(work, requests + 10, sent)
+    bodies = [b for stream in streams for b in stream]  # each client's vouchers in order
+    samples, posts = [], []
+    with httpx.Client(base_url=stack.api_url, timeout=30) as http:
+        for n, body in enumerate(bodies):
+            started = time.perf_counter()
+            r = http.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+            if r.status_code != 202:
+                raise SystemExit(f"POST /v1/jobs answered {r.status_code}: {r.text}")
+            job_id = r.json()["job_id"]
+            posted = time.perf_counter()
+            while True:
+                job = http.get(f"/v1/jobs/{job_id}", params={"wait_s": 10}).json()
+                if job["status"] in ("accepted", "failed"):
+                    break
+                stack.procs.check_alive()
+            if job["status"] != "accepted":
+                raise SystemExit(f"job {job_id} {job['status']}: {job.get('failure')}")
+            if n >= 10:  # the first ten warm every part
+                samples.append((time.perf_counter() - started) * 1e3)
+                posts.append((posted - started) * 1e3)
+    raw = work.raw_ms
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    return {
+        "requests": len(samples),
+        "e2e_ms_p50": round(statistics.median(samples), 2),
+        "e2e_ms_p99": round(q[98], 2),
+        "raw_ms_median": round(raw, 3),
+        "added_ms_p50": round(statistics.median(samples) - raw, 2),
+        "added_ms_p99": round(q[98] - raw, 2),
+        "post_ms_p50": round(statistics.median(posts), 2),  # of which: the answer to the POST
+    }
+
+
+async def _send_stream(port: int, stream: list[bytes], statuses: list[int]) -> None:
+    """One keep-alive connection sending one client's requests one after another."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for body in stream:
+            head = (
+                f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            status_line = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            statuses.append(int(status_line.split()[1]))
+    finally:
+        writer.close()
+
+
+async def _send_all(port: int, streams: list[list[bytes]]) -> list[int]:
+    statuses: list[int] = []
+    await asyncio.gather(*(_send_stream(port, s, statuses) for s in streams))
+    return statuses
+
+
+def throughput(stack: Stack, payer: Payer, work: Workload, count: int, sent: int) -> dict[str, Any]:
+    """``count`` jobs sent at once; seconds until every one is decided."""
+    streams = payer.bodies(work, count, sent)
+    before, _ = decided(stack)
+    port = int(stack.api_url.rsplit(":", 1)[1])
+    started = time.perf_counter()
+    statuses: list[int] = []
+    sender = threading.Thread(
+        target=lambda: statuses.extend(asyncio.run(_send_all(port, streams))), name="load"
+    )
+    sender.start()
+    while True:
+        accepted, failed = decided(stack)
+        if failed:
+            raise SystemExit(f"{failed} jobs failed; see {stack.procs.log_dir}")
+        if accepted - before >= count:
+            break
+        stack.procs.check_alive()
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    sender.join()
+    refused = [s for s in statuses if s != 202]
+    if refused:
+        raise SystemExit(f"{len(refused)} requests refused (first: {refused[0]})")
+    raw = work.raw_rate
+    verified = count / elapsed
+    return {
+        "jobs": count,
+        "seconds": round(elapsed, 2),
+        "verified_per_s": round(verified, 1),
+        "raw_per_s": round(raw, 1),
+        "ratio": round(verified / raw, 4),
+        "cores": cores(),
+    }
+
+
+def memory(stack: Stack, jobs: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"after_jobs": jobs}
+    out["api_mib"] = tree_peak_rss_mib(stack.pids["api"])
+    out["celery_worker_mib"] = peak_rss_mib(stack.pids["celery_worker"])
+    out["device_agent_mib"] = peak_rss_mib(stack.pids["device_1"])
+    out["device_inference_mib"] = max(
+        (tree_peak_rss_mib(p) or 0.0 for p in children(stack.pids["device_1"])), default=None
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="digits-cnn,minilm-l6")
+    parser.add_argument("--sizes", default="1000,3000", help="jobs per throughput run, in turn")
+    parser.add_argument("--minilm-share", type=float, default=0.2, help="MiniLM runs size × this")
+    parser.add_argument("--latency-requests", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=32, help="connections of the load")
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--idle-sleep-s", type=float, default=0.005, help="agents' idle poll")
+    parser.add_argument(
+        "--api-server", choices=["serve", "uvicorn"], default="serve",
+        help="python -m api.serve (as deployed), or plain uvicorn api.main:app (as make demo)",
+    )  # fmt: skip
+    parser.add_argument("--keep", type=Path, help="a folder to keep data and logs in")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    worker_env = {
+        "INFERLEDGER_WORKER_SUBMIT_LINGER_S": "0",
+        "INFERLEDGER_WORKER_POLL_INTERVAL_S": str(args.idle_sleep_s),
+        "INFERLEDGER_WORKER_MAX_IDLE_SLEEP_S": str(args.idle_sleep_s),
+        "INFERLEDGER_WORKER_PULL_BATCH": "64",
+        "INFERLEDGER_WORKER_SUBMIT_BATCH": "64",
+    }
+    devices = max(1, cores() // 2)  # two agents: together one inference process per core
+    with tempfile.TemporaryDirectory(prefix="il-system-") as tmp:
+        data = args.keep or Path(tmp)
+        cfg = StackConfig(
+            data,
+            replicas=args.replicas,
+            device_workers=devices,
+            worker_env=worker_env,
+            api_server=args.api_server,
+        )
+        with Processes(data / "logs") as procs:
+            figures = run(cfg, procs, args, sizes)
+    figures["settings"] = {
+        "replicas": args.replicas,
+        "device_workers": devices,
+        "api_server": args.api_server,
+        **worker_env,
+    }
+    report(figures)
+    write_result(
+        "system",
+        {k: figures[k] for k in ("latency", "throughput", "memory")},
+        {"raw_onnxruntime": "same model, rows, session settings; cores threads"},
+        vars(args) | {"keep": str(args.keep) if args.keep else None},
+        settings=figures["settings"],
+    )
+
+
+def run(
+    cfg: StackConfig, procs: Processes, args: argparse.Namespace, sizes: list[int]
+) -> dict[str, Any]:
+    by_name = {m.name: m for m in load_models(ROOT / "models").values()}
+    works = [Workload(by_name[name]) for name in args.models.split(",")]
+    for work in works:
+        print(f"{work.manifest.name}: raw onnxruntime, before the system starts", flush=True)
+        work.measure_raw(max(sizes))
+    stack = start(cfg, procs)
+    payer = Payer(stack, args.clients)
+    top = max(w.manifest.price_wei(1) for w in works)
+    stack.fund(payer.keys, top * (sum(sizes) + args.latency_requests * 2 + 100))
+    figures: dict[str, Any] = {"latency": {}, "throughput": {}, "memory": []}
+    sent = 0
+    for work in works:
+        name = work.manifest.name
+        print(f"{name}: latency, {args.latency_requests} requests one at a time", flush=True)
+        figures["latency"][name] = latency(stack, payer, work, args.latency_requests, sent)
+        sent += args.latency_requests + 10
+    for size in sizes:
+        for work in works:
+            name = work.manifest.name
+            count = size if work.manifest.text is None else max(50, int(size * args.minilm_share))
+            print(f"{name}: throughput, {count} jobs", flush=True)
+            figures["throughput"].setdefault(name, []).append(
+                throughput(stack, payer, work, count, sent)
+            )
+            sent += count
+        figures["memory"].append(memory(stack, sent))
+    return figures
+
+
+def report(figures: dict[str, Any]) -> None:
+    rows: list[list[Any]] = [
+        [name, f["requests"], f["e2e_ms_p50"], f["e2e_ms_p99"], f["raw_ms_median"],
+         f["added_ms_p50"], f["added_ms_p99"], f["post_ms_p50"]]
+        for name, f in figures["latency"].items()
+    ]  # fmt: skip
+    heads = ["latency", "requests", "e2e p50 ms", "e2e p99 ms", "raw ms", "added p50", "added p99"]
+    heads.append("POST p50")
+    print("\n" + table(heads, rows))
+    rows = [
+        [name, f["jobs"], f["verified_per_s"], f["raw_per_s"], f["ratio"]]
+        for name, runs in figures["throughput"].items()
+        for f in runs
+    ]
+    print("\n" + table(["throughput", "jobs", "verified/s", "raw/s", "ratio"], rows))
+    rows = [
+        ["", m["after_jobs"], m["api_mib"], m["celery_worker_mib"], m["device_agent_mib"],
+         m["device_inference_mib"]]
+        for m in figures["memory"]
+    ]  # fmt: skip
+    heads = ["peak RSS MiB", "after jobs", "API", "Celery", "agent", "inference"]
+    print("\n" + table(heads, rows))
+
+
+if __name__ == "__main__":
+    main()
