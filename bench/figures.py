@@ -169,10 +169,43 @@ def gas_rows(results: dict[str, Any]) -> list[Row]:
     return out
 
 
+def extra_rows(results: dict[str, Any]) -> list[Row]:
+    """Counts that do not depend on the machine: dishonest workers caught, jobs lost."""
+    out: list[Row] = []
+    f = _figures(results, "agreement")
+    for model, m in (f or {}).items():
+        spread = max(h["over_tolerance"] for h in m["honest"].values())
+        out.append(
+            [
+                f"honest spread / tolerance, {model}",
+                spread,
+                None,
+                1.0,
+                spread,
+                "< 1",
+                _met(spread < 1),
+            ]
+        )
+        for name, d in m["dishonest"].items():
+            out.append(
+                [f"  {name}: caught, of {d['of']} (ratio: closest / tolerance)", d["caught"],
+                 None, None, d["over_tolerance"], "all", _met(d["caught"] == d["of"])]
+            )  # fmt: skip
+    f = _figures(results, "chaos")
+    if f is not None:
+        bad = f["lost"] + f["doubled"] + f["missing"] + f["wrong"]
+        out.append(
+            [f"chaos: jobs lost + doubled + missing + wrong, of {f['jobs']}", bad, None, None,
+             None, "0", _met(bad == 0)]
+        )  # fmt: skip
+    return out
+
+
 def rows(results: dict[str, Any]) -> list[Row]:
     return [
         *system_rows(results),
         *ledger_rows(results),
         *agent_rows(results),
         *gas_rows(results),
+        *extra_rows(results),
     ]

@@ -12,7 +12,8 @@ table's rows, to bench/results/suite.json.
 
 Usage: ``make bench`` (full sizes, gas included), ``make bench-quick`` (small sizes, no
 gas: a smoke run), or ``.venv/bin/python bench/suite.py [--quick] [--gas | --no-gas]
-[--only system,epoch]``.
+[--extra] [--only system,epoch]`` (``--extra``: also the agreement margins and the
+chaos counts, which are not about speed).
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def steps(quick: bool, gas: bool) -> list[Step]:
+def steps(quick: bool, gas: bool, extra: bool = False) -> list[Step]:
     q = quick
-    ingest = [(1_000, 300), (3_000, 300)] if q else [(6_000, 1_500), (30_000, 1_500)]
+    ingest = [(1_000, 300), (3_000, 300)] if q else [(6_000, 1_500), (20_000, 1_500)]
     reconcile = [(2_000, 200), (6_000, 200)] if q else [(10_000, 1_000), (100_000, 1_000)]
     out = [
         Step("protocol", [PY, "bench/run.py", "--rows", "100" if q else "1000"],
@@ -69,6 +70,11 @@ def steps(quick: bool, gas: bool) -> list[Step]:
         argv = [PY, "bench/ingest.py", "--requests", str(requests)]
         argv += ["--naive-requests", str(naive)]
         out.append(Step("ingest", argv, "ingest-sqlite.json", f"ingest@{requests}"))
+    if extra:  # minutes each, and not about speed: agreement margins, chaos counts
+        argv = [PY, "bench/agreement.py"] + (["--jobs", "200"] if q else [])
+        out.append(Step("agreement", argv, "agreement.json", "agreement"))
+        argv = [PY, "bench/chaos.py", "--rounds", "2" if q else "8"]
+        out.append(Step("chaos", argv, "chaos.json", "chaos", timeout_s=3600))
     if gas:
         hardhat = str(ROOT / "node_modules" / ".bin" / "hardhat")
         out.append(Step("gas", [hardhat, "run", "bench/gas.js"], "gas.json", "gas"))
@@ -119,6 +125,9 @@ def main() -> None:
         help="bench/gas.js on Hardhat's in-process network, about a minute (default: on in a "
         "full run, off in a quick one)",
     )
+    parser.add_argument(
+        "--extra", action="store_true", help="also bench/agreement.py and bench/chaos.py"
+    )
     parser.add_argument("--only", default="", help="benchmarks to run, e.g. system,epoch")
     args = parser.parse_args()
     if args.gas is None:
@@ -131,7 +140,7 @@ def main() -> None:
     only = set(filter(None, args.only.split(",")))
     results: dict[str, Any] = {}
     started = time.monotonic()
-    for step in steps(args.quick, args.gas):
+    for step in steps(args.quick, args.gas, args.extra):
         if only and step.bench not in only:
             continue
         found = run_step(step, log_dir)
@@ -142,7 +151,7 @@ def main() -> None:
     table_rows = rows(results)
     heads = ["figure", "size 1", "size 2", "baseline", "ratio", "goal", "met?"]
     print("\n" + table(heads, [r[:7] for r in table_rows]))
-    failed = [s.label for s in steps(args.quick, args.gas) if s.label not in results]
+    failed = [s.label for s in steps(args.quick, args.gas, args.extra) if s.label not in results]
     failed = [f for f in failed if not only or f.split("@")[0] in only]
     if failed:
         print(f"\nfailed or missing: {', '.join(failed)} (logs in {log_dir})")
