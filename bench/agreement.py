@@ -13,8 +13,8 @@ The tests run the third honest setting, the twin session and the dishonest worke
 sample of minilm-l6's jobs (its ``disabled`` setting is slow); ``--every-job`` runs every
 worker on every job.
 
-Usage: ``.venv/bin/python bench/agreement.py [--jobs 1000] [--model digits-cnn]
-[--every-job]``.
+Prints the figures and writes bench/results/agreement.json. Usage:
+``.venv/bin/python bench/agreement.py [--jobs 1000] [--model digits-cnn] [--every-job]``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,6 +39,8 @@ from agreement_support import (  # noqa: E402
     honest_spread,
     run_case,
 )
+
+from bench.common import write_result  # noqa: E402
 
 
 def caught(runs: Runs, adversary: str) -> tuple[int, int]:
@@ -54,7 +57,7 @@ def caught(runs: Runs, adversary: str) -> tuple[int, int]:
     return hits, len(bad)
 
 
-def report(name: str, jobs: int, every_job: bool) -> None:
+def report(name: str, jobs: int, every_job: bool) -> dict[str, Any]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         case = CASES[name](Path(tmp), jobs)
@@ -63,15 +66,25 @@ def report(name: str, jobs: int, every_job: bool) -> None:
     sampled = len(runs.case.sampled)
     print(f"\n{name}: {len(runs.case.jobs)} jobs, tolerance_abs {tolerance:.3g}")
     print(f"  all/t1 and disabled/t1 on every job; the others on {sampled}")
+    out: dict[str, Any] = {"jobs": len(runs.case.jobs), "tolerance_abs": tolerance}
+    out["sampled"], out["honest"], out["dishonest"] = sampled, {}, {}
     print(f"  {'honest pair':<40} {'max abs diff':>13} {'/ tolerance':>12}")
     for pair, diff in honest_spread(runs).items():
         print(f"  {pair:<40} {diff:>13.3g} {diff / tolerance:>12.3f}")
+        out["honest"][pair] = {"max_abs_diff": diff, "over_tolerance": diff / tolerance}
     print(f"  {'dishonest worker':<40} {'min abs diff':>13} {'/ tolerance':>12} {'caught':>12}")
     for adversary in runs.dishonest:
         diff = closest_approach(runs, adversary)
         hits, total = caught(runs, adversary)
         print(f"  {adversary:<40} {diff:>13.3g} {diff / tolerance:>12.1f} {hits:>6}/{total}")
+        out["dishonest"][adversary] = {
+            "min_abs_diff": diff,
+            "over_tolerance": diff / tolerance,
+            "caught": hits,
+            "of": total,
+        }
     print(f"  ({time.perf_counter() - started:.1f} s)")
+    return out
 
 
 def main() -> None:
@@ -82,8 +95,10 @@ def main() -> None:
         "--every-job", action="store_true", help="every worker on every job (the tests sample)"
     )
     args = parser.parse_args()
-    for name in args.model or sorted(CASES):
-        report(name, args.jobs, args.every_job)
+    figures = {
+        name: report(name, args.jobs, args.every_job) for name in args.model or sorted(CASES)
+    }
+    write_result("agreement", figures, {"tolerance_abs": "each model's manifest"}, vars(args))
 
 
 if __name__ == "__main__":

@@ -1,23 +1,28 @@
 """Celery on Redis under chaos, on its own: the scenario of tests/e2e/test_celery_chaos.py
 (``inferledger.chaos``) with a Redis server of its own, so that every disruption can run.
 
-Prints the figures: jobs, disruptions, jobs lost, effects applied twice, seconds to recover
-from each kind of disruption. Usage: ``.venv/bin/python bench/chaos.py --rounds 8``
-(``--database-url postgresql+psycopg://postgres@127.0.0.1:5432/DB`` for PostgreSQL: an
-empty database; ``--keep DIR`` keeps the data and the processes' logs).
+Prints the figures and writes bench/results/chaos.json: jobs, disruptions, jobs lost,
+effects applied twice, seconds to recover from each kind of disruption.
+Usage: ``.venv/bin/python bench/chaos.py --rounds 8`` (``--database-url URL`` for
+PostgreSQL, e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/DB``: an empty database;
+``--keep DIR`` keeps the data and the processes' logs).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from inferledger.chaos import ChaosConfig, ChaosReport, run_chaos
-from inferledger.chaos_procs import DISRUPTIONS, RedisServer
-from inferledger.procs import Processes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import write_result  # noqa: E402
+from inferledger.chaos import ChaosConfig, ChaosReport, run_chaos  # noqa: E402
+from inferledger.chaos_procs import DISRUPTIONS, RedisServer  # noqa: E402
+from inferledger.procs import Processes  # noqa: E402
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> ChaosReport:
@@ -56,6 +61,24 @@ def main() -> None:
         median = statistics.median(seconds)
         print(f"{kind:<14} {len(seconds):>5} {median:>18.1f} {max(seconds):>6.1f}")
     print(f"all acknowledged {report.drained_s:.1f} s after the last; {report.elapsed_s:.1f} s")
+    figures = {
+        "jobs": a.jobs,
+        "lost": a.lost,
+        "doubled": a.doubled,
+        "missing": a.missing,
+        "wrong": a.wrong,
+        "parked": report.parked,
+        "disruptions": dict(report.disruptions),
+        "mid_task": report.mid_task,
+        "revived": dict(report.revived),
+        "recovery_s_median": {k: statistics.median(v) for k, v in report.recovery_s.items()},
+        "recovery_s_worst": {k: max(v) for k, v in report.recovery_s.items()},
+        "drained_s": report.drained_s,
+        "elapsed_s": report.elapsed_s,
+    }
+    write_result(
+        "chaos", figures, {"lost_and_doubled": "0 expected"}, vars(args) | {"keep": str(args.keep)}
+    )
 
 
 if __name__ == "__main__":
