@@ -71,7 +71,7 @@ class Supervisor:
 
     def _start(self, n: int) -> None:
         fd = self.sockets[n].fileno()
-        argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--fd", str(fd)]
+        argv = [sys.executable, "-m", "api.serve", "--serve-fd", str(fd)]
         argv += ["--log-level", self.log_level]
         self.children[n] = subprocess.Popen(argv, pass_fds=(fd,), preexec_fn=_die_with_parent)
         logger.info("API process %d started (pid %d)", n, self.children[n].pid)  # type: ignore[union-attr]
@@ -112,6 +112,20 @@ class Supervisor:
         return 0
 
 
+def serve_fd(fd: int, log_level: str) -> int:
+    """One API process: uvicorn serving ``api.main:app`` on the inherited listening socket.
+    Not ``uvicorn --fd``: it wraps the descriptor as an AF_UNIX socket whatever it is, so
+    asyncio takes its TCP connections for Unix ones and leaves Nagle's algorithm on; a
+    response written in two segments then waited for the client's delayed ACK (about 40 ms
+    a request here). ``socket.socket(fileno=)`` reads the real family."""
+    import uvicorn
+
+    sock = socket.socket(fileno=fd)
+    config = uvicorn.Config("api.main:app", log_level=log_level)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m api.serve",
@@ -131,7 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["critical", "error", "warning", "info", "debug"],
         help="uvicorn's log level",
     )
+    parser.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)  # a supervised child
     args = parser.parse_args(argv)
+    if args.serve_fd is not None:
+        return serve_fd(args.serve_fd, args.log_level)
     if not 1 <= args.workers <= 256:
         parser.error("--workers must be between 1 and 256")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")

@@ -3,6 +3,7 @@ spread among them, a killed process started again, and all of them stopped on SI
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -157,3 +158,53 @@ def test_serve_processes_stop_when_the_supervisor_is_killed(
     )
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
+
+
+def _their_socket(pid: int, peer: tuple[str, int]) -> socket.socket:
+    """A duplicate of the socket in process ``pid`` connected to ``peer`` (pidfd_getfd)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            if not os.readlink(fd).startswith("socket:["):
+                continue
+            dup = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(fd.name), 0)
+            if dup < 0:
+                raise OSError(ctypes.get_errno(), "pidfd_getfd")
+            sock = socket.socket(fileno=dup)
+            try:
+                if sock.type == socket.SOCK_STREAM and sock.getpeername() == peer:
+                    return sock
+            except OSError:  # not connected
+                pass
+            sock.close()
+    finally:
+        os.close(pidfd)
+    raise AssertionError(f"no socket of {pid} is connected to {peer}")
+
+
+def test_serve_answers_on_tcp_sockets_with_nagle_off(
+    served: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    """Each process's connections are TCP sockets with TCP_NODELAY, as uvicorn's own are.
+    ``uvicorn --fd`` took the inherited socket for a Unix one and left Nagle's algorithm on:
+    a response written in two segments then waited for the client's delayed ACK, about
+    40 ms a request."""
+    proc, port = served
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        assert client.get("/healthz").status_code == 200  # the connection is accepted
+        stream = client.get("/healthz").extensions["network_stream"]
+        mine = stream.get_extra_info("socket").getsockname()
+        for child in _children(proc.pid):
+            try:
+                theirs = _their_socket(child, mine)
+            except AssertionError:
+                continue
+            with theirs:
+                assert theirs.family == socket.AF_INET
+                assert theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            return
+    raise AssertionError("no API process holds the connection")
