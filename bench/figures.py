@@ -55,6 +55,14 @@ def system_rows(results: dict[str, Any]) -> list[Row]:
             [f"system's own core-µs per job, {model}", own[0], own[1], raw_us,
              _ratio(own[1], raw_us), "report", "-"]
         )  # fmt: skip
+    r1 = _figures(results, "system-r1")
+    for model, runs in (r1 or {}).get("throughput", {}).items():
+        a, b = runs[0], runs[-1]
+        out.append(
+            [f"verified jobs/s, {model}, r=1 ({_k(a['jobs'])} | {_k(b['jobs'])} jobs)",
+             a["verified_per_s"], b["verified_per_s"], b["raw_per_s"], b["ratio"],
+             "higher than r=2", "-"]
+        )  # fmt: skip
     for model, lat in f["latency"].items():
         for q in ("p50", "p99"):
             goal, ok = "-", None

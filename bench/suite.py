@@ -60,6 +60,11 @@ def steps(quick: bool, gas: bool, extra: bool = False) -> list[Step]:
         Step("system", [PY, "bench/system.py", "--sizes", "200,600" if q else "10000,30000",
                         "--latency-requests", "50" if q else "1000"], "system.json", "system",
              timeout_s=7200),
+        # what adaptive replication could give MiniLM at best: one replica per job
+        Step("system", [PY, "bench/system.py", "--models", "minilm-l6", "--replicas", "1",
+                        "--name", "system-r1", "--latency-requests", "0",
+                        "--sizes", "200,600" if q else "10000,30000"],
+             "system-r1.json", "system-r1", timeout_s=3600),
         Step("epoch", [PY, "bench/epoch.py", "--sizes", "1000,3000" if q else "10000,100000"],
              "epoch.json", "epoch", timeout_s=7200),
     ]  # fmt: skip

@@ -345,6 +345,7 @@ def main() -> None:
         "--api-server", choices=["serve", "uvicorn"], default="serve",
         help="python -m api.serve (as deployed), or plain uvicorn api.main:app (as make demo)",
     )  # fmt: skip
+    parser.add_argument("--name", default="system", help="bench/results/<name>.json")
     parser.add_argument("--keep", type=Path, help="a folder to keep data and logs in")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -375,7 +376,7 @@ def main() -> None:
     }
     report(figures)
     write_result(
-        "system",
+        args.name,
         {k: figures[k] for k in ("latency", "throughput", "memory")},
         {"raw_onnxruntime": "same model, rows, session settings; cores threads"},
         vars(args) | {"keep": str(args.keep) if args.keep else None},
@@ -405,7 +406,7 @@ def run(
     stack.fund(payer.keys, top * (sum(sizes) + args.latency_requests * 2 + 100))
     figures: dict[str, Any] = {"latency": {}, "throughput": {}, "memory": []}
     sent = 0
-    for work in works:
+    for work in works if args.latency_requests > 0 else []:
         name = work.manifest.name
         print(f"{name}: latency, {args.latency_requests} requests one at a time", flush=True)
         figures["latency"][name] = latency(stack, payer, work, args.latency_requests, sent)
