@@ -40,7 +40,7 @@ $(SOL_STAMP): $(NODE_STAMP) hardhat.config.js $(wildcard contracts/*.sol)
 	@touch $@
 
 demo: deps
-	$(BIN)/inferledger demo
+	$(BIN)/inferledger demo $(DEMO_ARGS)
 
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -25,6 +26,9 @@ from inferledger.amounts import format_tokens
 from inferledger.client_cli import app as client_app
 from inferledger.wallet_cli import app as wallet_app
 from worker.cli import app as worker_app
+
+if TYPE_CHECKING:
+    from inferledger.demo import DemoResult
 
 app = typer.Typer(
     help="inferledger: pay per inference, verified on contributors' devices.", no_args_is_help=True
@@ -81,10 +85,19 @@ def demo(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the summary as JSON here.")
     ] = None,
+    stay: Annotated[
+        bool,
+        typer.Option(
+            "--stay",
+            help="Keep every process running after the demo, to look at it in the explorer "
+            "(the URL is printed); Ctrl-C stops them.",
+        ),
+    ] = False,
 ) -> None:
     """Start a Hardhat node, deploy, start the API, Celery worker and beat and three device
     workers; a client pays for REQUESTS inferences; epochs settle on chain; contributors
-    claim; the audit runs. Every process is stopped at the end, also on Ctrl-C or failure."""
+    claim; the audit runs. Every process is stopped at the end (with --stay, at Ctrl-C),
+    also on Ctrl-C or failure."""
     from inferledger.demo import DemoConfig, run_demo
 
     logging.basicConfig(level=logging.WARNING)
@@ -96,6 +109,8 @@ def demo(
     )
     if data_dir is not None:
         cfg.data_dir = data_dir
+    if stay:
+        cfg.inspect = _stay
     try:
         result = run_demo(cfg)
     except KeyboardInterrupt:
@@ -104,7 +119,8 @@ def demo(
     except (TimeoutError, RuntimeError) as exc:
         console.print(f"[red]demo failed:[/red] {exc}\nlogs: {cfg.data_dir / 'logs'}")
         raise typer.Exit(1) from None
-    print_summary(result.summary)
+    if not stay:
+        print_summary(result.summary)
     if json_out:
         json_out.write_text(json.dumps(result.summary, indent=2))
     if not (
@@ -113,6 +129,20 @@ def demo(
         for fault in result.audit.faults:
             console.print(f"[red]{fault['check']}[/red] epoch {fault['epoch']}: {fault['detail']}")
         raise typer.Exit(1)
+
+
+def _stay(result: DemoResult) -> None:
+    """The demo's result while every process still runs: shown, then kept until Ctrl-C."""
+    print_summary(result.summary)
+    console.print(
+        f"explorer: {result.api_url}/explorer   API: {result.api_url}/docs   "
+        f"chain: {result.rpc_url}\n[dim]everything keeps running; Ctrl-C stops it[/dim]"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping every process")
 
 
 @app.command()

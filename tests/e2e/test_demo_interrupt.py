@@ -1,4 +1,5 @@
-"""Ctrl-C in the middle of ``inferledger demo`` stops every process it started, and a demo
+"""Ctrl-C in the middle of ``inferledger demo`` stops every process it started; with
+``--stay`` the system stays up after the demo, its explorer answering, until Ctrl-C; a demo
 without Redis says so and how to start it."""
 
 from __future__ import annotations
@@ -60,13 +61,47 @@ def test_demo_interrupted_stops_every_process(redis_url: str, tmp_path: Path) ->
             proc.kill()
     assert proc.returncode == 130, out
     assert "every process was stopped" in out
-    for url in (rpc, api):  # nothing answers on the ports the demo used
+    _nothing_left(tmp_path, rpc, api)
+
+
+def _nothing_left(tmp_path: Path, *urls: str) -> None:
+    for url in urls:  # nothing answers on the ports the demo used
         with pytest.raises(httpx.TransportError):
             httpx.post(url, json={}, timeout=2)
     leftover = subprocess.run(
         ["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True
     )
     assert leftover.stdout.strip() == "", f"processes left running: {leftover.stdout}"
+
+
+@pytest.mark.e2e
+def test_demo_stays_up_with_its_explorer_until_ctrl_c(redis_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "INFERLEDGER_REDIS_URL": redis_url, "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [*CLI, "--requests", "3", "--stay", "--data-dir", str(tmp_path / "demo")],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        rpc = _read_until(proc, r"Hardhat node on (http://127\.0\.0\.1:\d+)", 90)[0].group(1)
+        match, seen = _read_until(proc, r"explorer: (http://\S+)/explorer", 240)
+        api = match.group(1)
+        assert "audit" in seen and "passed" in seen, seen
+        time.sleep(1)  # still up after the demo ended
+        page = httpx.get(f"{api}/explorer", timeout=10)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        epochs = httpx.get(f"{api}/v1/epochs", timeout=10).json()
+        assert epochs and f'href="/explorer/epochs/{epochs[0]["number"]}"' in page.text
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, seen + out
+    _nothing_left(tmp_path, rpc, api)
 
 
 def test_demo_without_redis_says_how_to_start_it(tmp_path: Path) -> None:
