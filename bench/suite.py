@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +88,15 @@ def steps(quick: bool, gas: bool, extra: bool = False) -> list[Step]:
     return out
 
 
+def _interrupt(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C first, so that the benchmark stops the processes it started; then kill."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def run_step(step: Step, log_dir: Path) -> dict[str, Any] | None:
     """Run one benchmark (its output shown and logged); its JSON, or None if it failed."""
     written = RESULTS / step.writes
@@ -97,16 +108,17 @@ def run_step(step: Step, log_dir: Path) -> dict[str, Any] | None:
         proc = subprocess.Popen(
             step.argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.buffer.write(line)
-            sys.stdout.flush()
-            fh.write(line)
+        watchdog = threading.Timer(step.timeout_s, _interrupt, (proc,))  # a hung one ends
+        watchdog.start()
         try:
-            rc = proc.wait(timeout=step.timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = -9
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
+                fh.write(line)
+            rc = proc.wait()
+        finally:
+            watchdog.cancel()
     seconds = time.monotonic() - started
     if rc != 0 or not written.exists():
         print(f"=== {step.label} FAILED (exit {rc}, {seconds:.0f} s); see {log}")
