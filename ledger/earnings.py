@@ -66,10 +66,8 @@ class ContributorEarnings:
         return self.earned_wei - self.posted_wei
 
 
-def contributor_earnings(session: Session, contributor: str) -> ContributorEarnings:
-    """Read-only. What ``contributor`` has earned, and how much of it the newest posted
-    epoch's earnings leaf holds (the leaf is cumulative: every pay of its jobs and earlier)."""
-    posted_epoch = newest_posted_epoch(session)
+def pay_by_job_epoch(session: Session, contributor: str) -> list[tuple[int, int | None]]:
+    """Every payment to ``contributor``, with the epoch of its job (None: in no epoch yet)."""
     rows = session.exec(
         select(Transfer.amount_wei, Job.epoch)
         .join(Job, col(Job.id) == col(Transfer.job_id))
@@ -78,8 +76,16 @@ def contributor_earnings(session: Session, contributor: str) -> ContributorEarni
             Transfer.credit_account_id == contributor_account(contributor),
         )
     ).all()
-    earned = sum(int(amount) for amount, _ in rows)  # amounts are text on SQLite
+    return [(int(amount), epoch) for amount, epoch in rows]  # amounts are text on SQLite
+
+
+def contributor_earnings(session: Session, contributor: str) -> ContributorEarnings:
+    """Read-only. What ``contributor`` has earned, and how much of it the newest posted
+    epoch's earnings leaf holds (the leaf is cumulative: every pay of its jobs and earlier)."""
+    posted_epoch = newest_posted_epoch(session)
+    rows = pay_by_job_epoch(session, contributor)
+    earned = sum(amount for amount, _ in rows)
     under_root = sum(
-        int(amount) for amount, epoch in rows if epoch is not None and epoch <= posted_epoch
+        amount for amount, epoch in rows if epoch is not None and epoch <= posted_epoch
     )
     return ContributorEarnings(earned, under_root, posted_epoch)

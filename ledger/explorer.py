@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, func, select
 
 from ledger.chain.index import args, events
-from ledger.journal import TransferKind, contributor_account
+from ledger.earnings import pay_by_job_epoch
 from ledger.models import (
     Assignment,
     AssignmentStatus,
@@ -27,7 +27,6 @@ from ledger.models import (
     Job,
     JobStatus,
     Slash,
-    Transfer,
 )
 
 EPOCHS_SHOWN = 50  # the newest epochs on the front page and in its charts
@@ -168,17 +167,9 @@ def votes_of(session: Session, job_ids: list[str]) -> dict[str, int]:
 def earnings_by_epoch(session: Session, contributor: str) -> dict[int | None, int]:
     """What ``contributor`` was paid per epoch of its jobs (None: jobs in no epoch yet).
     The same payments as ``ledger.earnings.contributor_earnings``, split by epoch."""
-    rows = session.exec(
-        select(Transfer.amount_wei, Job.epoch)
-        .join(Job, col(Job.id) == col(Transfer.job_id))
-        .where(
-            Transfer.kind == TransferKind.PAY,
-            Transfer.credit_account_id == contributor_account(contributor),
-        )
-    ).all()
     per_epoch: dict[int | None, int] = defaultdict(int)
-    for amount, epoch in rows:
-        per_epoch[epoch] += int(amount)  # amounts are text on SQLite
+    for amount, epoch in pay_by_job_epoch(session, contributor):
+        per_epoch[epoch] += amount
     return dict(per_epoch)
 
 

@@ -5,6 +5,7 @@ test or a screen reader reads the numbers without measuring pixels."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from api.explorer.html import Html, join, tag
 
@@ -63,17 +64,29 @@ def _top(points: Sequence[Point], fixed_max: float | None) -> float:
     return top if top > 0 else 1
 
 
+@dataclass(frozen=True)
+class _Plot:
+    top: float  # the value at the top of the plot
+    height: float
+    slot: float  # the width given to each point
+    xs: list[float]  # each point's centre
+
+
+def _plot(points: Sequence[Point], fixed_max: float | None) -> _Plot:
+    slot = (WIDTH - LEFT - RIGHT) / max(len(points), 1)
+    xs = [LEFT + (i + 0.5) * slot for i in range(len(points))]
+    return _Plot(_top(points, fixed_max), HEIGHT - TOP - BOTTOM, slot, xs)
+
+
 def bar_chart(
     title: str, points: Sequence[Point], *, id_: str, x_title: str, show: Show = _plain
 ) -> Html:
     """One ``rect.bar`` per point, in order."""
-    top = _top(points, None)
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    slot = plot_w / max(len(points), 1)
-    bars, xs = [], []
+    p = _plot(points, None)
+    top, plot_h, slot = p.top, p.height, p.slot
+    bars = []
     for i, (label, value) in enumerate(points):
         h = plot_h * value / top
-        xs.append(LEFT + (i + 0.5) * slot)
         bars.append(
             tag(
                 "rect",
@@ -88,7 +101,7 @@ def bar_chart(
             )
         )
     top_label = show(top) if points else ""
-    return _frame(title, id_, join(bars), top_label, _ticks(points, xs), x_title)
+    return _frame(title, id_, join(bars), top_label, _ticks(points, p.xs), x_title)
 
 
 def line_chart(
@@ -101,11 +114,9 @@ def line_chart(
     show: Show = _plain,
 ) -> Html:
     """A polyline with one ``circle.point`` per point, in order."""
-    top = _top(points, fixed_max)
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    slot = plot_w / max(len(points), 1)
-    xs = [LEFT + (i + 0.5) * slot for i in range(len(points))]
-    ys = [TOP + plot_h * (1 - v / top) for _, v in points]
+    p = _plot(points, fixed_max)
+    top, xs = p.top, p.xs
+    ys = [TOP + p.height * (1 - v / top) for _, v in points]
     line = tag(
         "polyline",
         "",

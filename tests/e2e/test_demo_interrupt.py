@@ -38,17 +38,21 @@ def _read_until(
     raise AssertionError(f"{pattern!r} not printed within {timeout_s} s; output:\n{seen}")
 
 
-@pytest.mark.e2e
-def test_demo_interrupted_stops_every_process(redis_url: str, tmp_path: Path) -> None:
+def _demo(redis_url: str, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "INFERLEDGER_REDIS_URL": redis_url, "COLUMNS": "200"}
-    proc = subprocess.Popen(
-        [*CLI, "--requests", "400", "--data-dir", str(tmp_path / "demo")],
+    return subprocess.Popen(
+        [*CLI, *args, "--data-dir", str(tmp_path / "demo")],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+@pytest.mark.e2e
+def test_demo_interrupted_stops_every_process(redis_url: str, tmp_path: Path) -> None:
+    proc = _demo(redis_url, tmp_path, "--requests", "400")
     try:
         rpc = _read_until(proc, r"Hardhat node on (http://127\.0\.0\.1:\d+)", 90)[0].group(1)
         api = _read_until(proc, r"API on (http://127\.0\.0\.1:\d+)", 120)[0].group(1)
@@ -76,15 +80,7 @@ def _nothing_left(tmp_path: Path, *urls: str) -> None:
 
 @pytest.mark.e2e
 def test_demo_stays_up_with_its_explorer_until_ctrl_c(redis_url: str, tmp_path: Path) -> None:
-    env = {**os.environ, "INFERLEDGER_REDIS_URL": redis_url, "COLUMNS": "200"}
-    proc = subprocess.Popen(
-        [*CLI, "--requests", "3", "--stay", "--data-dir", str(tmp_path / "demo")],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _demo(redis_url, tmp_path, "--requests", "3", "--stay")
     try:
         rpc = _read_until(proc, r"Hardhat node on (http://127\.0\.0\.1:\d+)", 90)[0].group(1)
         match, seen = _read_until(proc, r"explorer: (http://\S+)/explorer", 240)
