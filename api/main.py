@@ -12,6 +12,7 @@ from api.routes import audit, auth, clients, contributors, explorer, workers
 from api.schemas import ERROR_RESPONSES
 from ledger.config import get_settings
 from ledger.runtime import tune_gc
+from protocol import recursion
 
 logger = logging.getLogger(__name__)
 
@@ -44,4 +45,5 @@ def create_app(*, lean_jobs: bool = True) -> FastAPI:
 
 
 app = create_app()
+recursion.bound()  # json.loads of a deeply nested body: an error, not a crash
 tune_gc()  # each API process, once the app and its imports are built

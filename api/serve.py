@@ -36,6 +36,7 @@ MAX_RESTART_DELAY_S = 30.0
 STOP_TIMEOUT_S = 15.0
 BACKLOG = 2048
 PR_SET_PDEATHSIG = 1
+STARTUP_FAILED = 3  # uvicorn's own exit status when the app does not start
 
 
 def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -121,9 +122,9 @@ def serve_fd(fd: int, log_level: str) -> int:
     import uvicorn
 
     sock = socket.socket(fileno=fd)
-    config = uvicorn.Config("api.main:app", log_level=log_level)
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0
+    server = uvicorn.Server(uvicorn.Config("api.main:app", log_level=log_level))
+    server.run(sockets=[sock])
+    return 0 if server.started else STARTUP_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,10 +25,13 @@ from rich.table import Table
 from inferledger.amounts import format_tokens
 from inferledger.client_cli import app as client_app
 from inferledger.wallet_cli import app as wallet_app
+from protocol import recursion
 from worker.cli import app as worker_app
 
 if TYPE_CHECKING:
     from inferledger.demo import DemoResult
+
+recursion.bound()  # py_ecc raised it: a hostile API's nested JSON must not crash us
 
 app = typer.Typer(
     help="inferledger: pay per inference, verified on contributors' devices.", no_args_is_help=True

@@ -19,6 +19,9 @@ from celery.signals import worker_init
 
 from ledger.config import get_settings
 from ledger.runtime import tune_gc
+from protocol import recursion
+
+recursion.bound()  # stored JSON is parsed in these tasks too
 
 settings = get_settings()
 queue = settings.celery_queue

@@ -13,6 +13,7 @@ import typer
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
 
+from protocol import recursion
 from worker.agent import Agent
 from worker.api_client import ApiClient
 from worker.config import ENV_PREFIX, WorkerSettings, load_settings
@@ -22,6 +23,8 @@ from worker.inference import ModelStore
 from worker.keys import create_key_file, load_key
 from worker.logs import configure_logging
 from worker.signals import install_stop_handlers
+
+recursion.bound()  # py_ecc raised it: an API's nested JSON must not crash the agent
 
 logger = logging.getLogger(__name__)
 

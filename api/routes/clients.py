@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
+from starlette.exceptions import HTTPException
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -161,12 +162,17 @@ def lean_submit_route() -> Route:
     the schema (OpenAPI) is that route's too."""
 
     async def submit_job_lean(request: Request) -> StarletteResponse:
-        body = await request.body()
+        try:
+            body = await request.body()
+        except HTTPException:  # over the body limit (413)
+            raise
+        except Exception as exc:  # as FastAPI answers a body it cannot read (a disconnect)
+            raise HTTPException(400, "There was an error parsing the body") from exc
         try:
             if not _json_content(request.headers.get("content-type")):
                 raise ValueError("not JSON")
             job_in = JobCreate.model_validate(json.loads(body))
-        except (ValueError, ValidationError):  # JSONDecodeError and UnicodeError included
+        except (ValueError, ValidationError, RecursionError):  # JSONDecodeError, UnicodeError
             return _Handover(request.app.router, body)
         job, status = await _submit(await _app_context(request.app), job_in)
         return StarletteResponse(
@@ -187,9 +193,9 @@ class _LeanRoute(Route):
 
 
 def _json_content(content_type: str | None) -> bool:
-    """As FastAPI reads a body as JSON: no Content-Type, or a ``json`` subtype."""
-    if not content_type:
-        return True
+    """As FastAPI reads a body as JSON: a ``json`` subtype."""
+    if not content_type:  # FastAPI's strict_content_type (its default) reads no JSON then
+        return False
     kind = content_type.partition(";")[0].strip().lower()
     main, _, sub = kind.partition("/")
     return main == "application" and (sub == "json" or sub.endswith("+json"))

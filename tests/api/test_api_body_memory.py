@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import api.main
@@ -173,3 +174,23 @@ def test_body_limit_counts_past_a_lying_content_length_in_process() -> None:
     assert b"body_too_large" in sent[1]["body"]
     assert given <= get_settings().max_body_bytes + len(CHUNK)  # stopped reading at the limit
     assert _peak_kb("self") - before < GROWTH_MAX_KB
+
+
+@pytest.mark.parametrize("route", ["/v1/jobs", "/v1/auth/challenge"])
+def test_deeply_nested_json_is_refused_without_crashing_the_process(
+    server: tuple[int, int], route: str
+) -> None:
+    """200 KB of nested brackets, under the body limit: py_ecc raises the recursion limit to
+    100,000 at import, where json.loads overflowed the C stack and the process died with
+    SIGSEGV (``protocol.recursion.bound`` sets it back)."""
+    pid, port = server
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = httpx.post(
+        f"http://127.0.0.1:{port}{route}",
+        content=deep,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 400 and r.json()["error"] == "http_error", r.text
+    assert Path(f"/proc/{pid}").exists()
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200

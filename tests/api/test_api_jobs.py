@@ -379,6 +379,7 @@ def test_the_lean_route_refuses_a_body_as_fastapi_does(
         (b"\xff\xfe", JSON),
         (b'{"model": 1}', {"content-type": "text/plain"}),
         (b'{"model": 1}', {"content-type": "application/problem+json; charset=utf-8"}),
+        (b'{"model": 1}', {}),  # no Content-Type: FastAPI reads no JSON
     ],
 )
 def test_the_lean_route_refuses_bytes_as_fastapi_does(
@@ -386,6 +387,14 @@ def test_the_lean_route_refuses_bytes_as_fastapi_does(
 ) -> None:
     r = _same_answer(ready, fastapi_only, content=content, headers=headers)
     check_refused(r, 422, "invalid_body")
+
+
+def test_the_lean_route_refuses_deep_nesting_as_fastapi_does(
+    ready: ApiEnv, fastapi_only: TestClient, unchanged: None
+) -> None:
+    """Nested past the recursion limit (``protocol.recursion``): a 400 from both, no crash."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    check_refused(_same_answer(ready, fastapi_only, content=deep, headers=JSON), 400, "http_error")
 
 
 def test_the_lean_route_refuses_a_voucher_as_fastapi_does(
