@@ -16,7 +16,10 @@ at batch 1, the pinned onnxruntime settings), and its result is compared:
 - not at all otherwise. Such jobs are not comparable: they are never picked, and the report
   says how many there were.
 
-Faults: ``replay_inputs`` (the inputs cannot be had or decoded), ``replay_input_hash`` (they
+Faults: ``replay_coverage`` (replay was asked for and not one accepted job can be
+compared here: the fingerprint classes are the workers' own declarations, so colluders who
+all declare a class no auditor runs must not pass unreplayed), ``replay_inputs`` (the
+inputs cannot be had or decoded), ``replay_input_hash`` (they
 do not hash to the job's ``input_hash``), ``replay_run`` (the auditor cannot run the model
 on them), ``replay_mismatch`` (its result disagrees with the consensus).
 """
@@ -176,6 +179,17 @@ class Replayer:
     ) -> None:
         """Replay the picked jobs, each fault checked into ``report``; the summary goes
         into the report too."""
+        if summary.requested and summary.accepted:
+            # workers declare their fingerprint class: colluders who all declare one no
+            # auditor runs, and contest nothing, would otherwise never be replayed
+            report.check(
+                "replay_coverage",
+                summary.comparable > 0,
+                report.epochs[-1] if report.epochs else 0,
+                f"none of {summary.accepted} accepted jobs can be compared on this machine "
+                f"(onnxruntime {self.own.ort} {self.own.provider} {self.own.isa}): replay them "
+                "where their fingerprint class runs",
+            )
         for candidate in picked:
             done = self._replay(candidate, report)
             summary.jobs.append(done)

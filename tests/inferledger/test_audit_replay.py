@@ -229,6 +229,25 @@ def test_replay_pick_is_seeded(world: World) -> None:
 
 
 @pytest.mark.chain
+def test_replay_fails_when_not_one_job_can_be_compared(world: World) -> None:
+    """Fingerprint classes are the workers' own word: replicas that all declare a class no
+    auditor runs, and contest nothing, would never be picked. A replay that can compare
+    none of the accepted jobs fails the audit (replay_coverage) instead of passing empty."""
+    env = world.env
+    document = json.loads(env.http.get("/v1/epochs/1/file").content)
+    foreign_only = world.honest[3]
+    document["jobs"] = [j for j in document["jobs"] if j["job_id"] == foreign_only]
+    report = AuditReport(epochs=[1])
+    summary = Replayer(_fetch_inputs(env), MODELS).replay(report, {1: document}, 5, seed=2)
+    assert (summary.accepted, summary.comparable, summary.jobs) == (1, 0, [])
+    assert [(f["check"], f["epoch"]) for f in report.faults] == [("replay_coverage", 1)]
+    assert not report.ok
+    report = AuditReport(epochs=[1])  # no replay asked for: no coverage to check
+    Replayer(_fetch_inputs(env), MODELS).replay(report, {1: document}, 0, seed=2)
+    assert report.faults == [] and report.checks["replay_coverage"] == 0  # nothing asked
+
+
+@pytest.mark.chain
 def test_inputs_route_serves_posted_jobs_only(world: World) -> None:
     """The inputs of a job of a posted epoch, as stored; 404 for another epoch's job, an
     unknown job or an epoch not posted."""
