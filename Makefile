@@ -73,13 +73,15 @@ lint-contracts: $(SOL_STAMP) $(SLITHER_STAMP)
 
 # Debian's headless Chromium for the explorer's browser tests (tests/explorer/, driven by
 # Playwright without its own browser download). Installed only where /usr/bin/chromium is
-# missing: as root (CI), or say what to run.
-CHROMIUM_PACKAGES := chromium chromium-driver fonts-dejavu-core
+# missing: as root (CI); otherwise it says what to run, and the browser tests fail saying
+# so (or skip with INFERLEDGER_TEST_SKIP_MISSING=1) while every other test still runs.
+CHROMIUM_PACKAGES := chromium fonts-dejavu-core
 
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "/usr/bin/chromium is missing: sudo apt-get install $(CHROMIUM_PACKAGES)"; exit 1; \
+	    echo "/usr/bin/chromium is missing (browser tests): sudo apt-get install $(CHROMIUM_PACKAGES)"; \
+	    exit 0; \
 	  fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y --no-install-recommends $(CHROMIUM_PACKAGES) || \

@@ -93,7 +93,8 @@ def demo(
         typer.Option(
             "--stay",
             help="Keep every process running after the demo, to look at it in the explorer "
-            "(the URL is printed); Ctrl-C stops them.",
+            "(the URL is printed); Ctrl-C stops them and ends the demo with its usual exit "
+            "status (0 when the demo passed).",
         ),
     ] = False,
 ) -> None:
@@ -113,7 +114,7 @@ def demo(
     if data_dir is not None:
         cfg.data_dir = data_dir
     if stay:
-        cfg.inspect = _stay
+        cfg.inspect = lambda result: _stay(result, json_out)
     try:
         result = run_demo(cfg)
     except KeyboardInterrupt:
@@ -124,8 +125,8 @@ def demo(
         raise typer.Exit(1) from None
     if not stay:
         print_summary(result.summary)
-    if json_out:
-        json_out.write_text(json.dumps(result.summary, indent=2))
+        if json_out:
+            json_out.write_text(json.dumps(result.summary, indent=2))
     if not (
         result.summary["audit_ok"] and result.summary["accepted"] == result.summary["requests"]
     ):
@@ -134,9 +135,12 @@ def demo(
         raise typer.Exit(1)
 
 
-def _stay(result: DemoResult) -> None:
-    """The demo's result while every process still runs: shown, then kept until Ctrl-C."""
+def _stay(result: DemoResult, json_out: Path | None) -> None:
+    """The demo's result while every process still runs: shown (and written), then kept
+    until Ctrl-C."""
     print_summary(result.summary)
+    if json_out:
+        json_out.write_text(json.dumps(result.summary, indent=2))
     console.print(
         f"explorer: {result.api_url}/explorer   API: {result.api_url}/docs   "
         f"chain: {result.rpc_url}\n[dim]everything keeps running; Ctrl-C stops it[/dim]"

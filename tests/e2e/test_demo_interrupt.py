@@ -4,6 +4,7 @@ without Redis says so and how to start it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -80,13 +81,15 @@ def _nothing_left(tmp_path: Path, *urls: str) -> None:
 
 @pytest.mark.e2e
 def test_demo_stays_up_with_its_explorer_until_ctrl_c(redis_url: str, tmp_path: Path) -> None:
-    proc = _demo(redis_url, tmp_path, "--requests", "3", "--stay")
+    summary = tmp_path / "summary.json"
+    proc = _demo(redis_url, tmp_path, "--requests", "3", "--stay", "--json", str(summary))
     try:
         rpc = _read_until(proc, r"Hardhat node on (http://127\.0\.0\.1:\d+)", 90)[0].group(1)
         match, seen = _read_until(proc, r"explorer: (http://\S+)/explorer", 240)
         api = match.group(1)
         assert "audit" in seen and "passed" in seen, seen
         time.sleep(1)  # still up after the demo ended
+        assert json.loads(summary.read_text())["audit_ok"] is True  # written before the stay
         page = httpx.get(f"{api}/explorer", timeout=10)
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         epochs = httpx.get(f"{api}/v1/epochs", timeout=10).json()

@@ -75,6 +75,11 @@ def test_explorer_escapes_what_workers_and_urls_put_in_pages(
         assert "&lt;script&gt;" in missing and "<script" not in missing
     home = _html(client.get("/explorer"))
     assert "<script" not in home and "/explorer/epochs/1" in home
+    for url in ("/explorer", f"/explorer/jobs/{job_id}", f"/explorer/jobs/{EVIL}"):
+        headers = client.get(url).headers  # no script may run should escaping ever slip
+        assert "default-src 'none'" in headers["content-security-policy"]
+        assert "script-src" not in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
 
 
 def test_explorer_unknown_ids_answer_a_404_page(http: tuple[TestClient, str]) -> None:
