@@ -51,11 +51,16 @@ class JobStatus(StrEnum):
 
 
 class Job(SQLModel, table=True):
-    # the work queues: undecided jobs of a status, oldest first (reconcile, sweep)
-    __table_args__ = (Index("ix_job_status_created", "status", "created_at"),)
+    __table_args__ = (
+        # the work queues: undecided jobs of a status, oldest first (reconcile, sweep)
+        Index("ix_job_status_created", "status", "created_at"),
+        # a client's jobs, newest first; an epoch's jobs, counted by status (explorer)
+        Index("ix_job_client_created", "client", "created_at"),
+        Index("ix_job_epoch_status", "epoch", "status"),
+    )
 
     id: str = Field(primary_key=True, max_length=66)
-    client: str = Field(max_length=42, index=True)
+    client: str = Field(max_length=42)
     model_hash: str = Field(max_length=66)
     input_hash: str = Field(max_length=66)
     rows: int
@@ -70,7 +75,7 @@ class Job(SQLModel, table=True):
     fingerprint: str | None = Field(default=None, max_length=66)
     outputs_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     failure: str | None = Field(default=None, max_length=64)
-    epoch: int | None = Field(default=None, index=True)
+    epoch: int | None = Field(default=None)
     created_at: int = Field(default_factory=now_s)
     decided_at: int | None = None
 
@@ -168,7 +173,7 @@ class Slash(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=120)  # "<worker>:<job id>"
     worker: str = Field(max_length=42, index=True)
-    contributor: str = Field(max_length=42)
+    contributor: str = Field(max_length=42, index=True)
     job_id: str = Field(max_length=66)
     epoch: int = Field(index=True)
     status: str = Field(max_length=16)
