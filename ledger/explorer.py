@@ -1,7 +1,8 @@
 """Read-only figures for the explorer's pages (``api/routes/explorer.py``): epochs with what
 the chain index saw of their posting, per-epoch and per-minute counts, and each person's
-figures per epoch. Every query is bounded (a page of epochs, a window of minutes, a page of
-jobs); nothing here writes.
+figures per epoch. Lists are bounded (a page of epochs, a window of minutes, a page of
+jobs) and read through indexes; a person's figures per epoch still read all of that
+person's payments or jobs, as ``ledger.earnings`` does. Nothing here writes.
 
 An epoch's *check* compares what the ledger recorded (root, file hash) with the newest
 ``EpochPosted`` event the chain index holds for it, and notes a later ``EpochVetoed``: a
