@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Header
 from sqlmodel import Session
 
-from ledger.auth import authenticate
+from ledger.auth import authenticate_worker
 from ledger.config import get_settings
 from ledger.context import Context
 from ledger.db import session_scope
@@ -44,8 +44,7 @@ def get_signed_in_worker(
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("an Authorization: Bearer token is required")
-    row = authenticate(session, token)
-    worker = session.get(Worker, row.address)
+    row, worker = authenticate_worker(session, token)  # one query for both
     if row.role != "worker" or worker is None:
         raise Unauthorized("this token is not a worker's")
     return worker

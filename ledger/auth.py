@@ -13,7 +13,7 @@ from functools import lru_cache
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import is_address
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from ledger.context import Context
 from ledger.errors import InvalidRequest, Unauthorized
@@ -124,7 +124,16 @@ def issue_token(
 
 
 def authenticate(session: Session, token: str) -> AuthToken:
-    row = session.get(AuthToken, hashlib.sha256(token.encode()).hexdigest())
-    if row is None or row.expires_at < int(time.time()):
+    return authenticate_worker(session, token)[0]
+
+
+def authenticate_worker(session: Session, token: str) -> tuple[AuthToken, Worker | None]:
+    """The token's row and the worker it names (None if none), read by one query."""
+    found = session.exec(
+        select(AuthToken, Worker)
+        .outerjoin(Worker, col(Worker.address) == col(AuthToken.address))
+        .where(AuthToken.token_hash == hashlib.sha256(token.encode()).hexdigest())
+    ).first()
+    if found is None or found[0].expires_at < int(time.time()):
         raise Unauthorized("missing, unknown or expired token", reason="bad_token")
-    return row
+    return found[0], found[1]

@@ -16,6 +16,8 @@ from ledger.chain import projection
 from ledger.context import Context
 from ledger.models import Assignment, AssignmentStatus, Job, Worker
 
+CHECKED_RESOLUTION_S = 1.0  # Worker.checked_at (read by nothing) is rewritten at most this often
+
 
 class _Draws:
     """Uniform draws from one 128-bit number read from the OS's CSPRNG, refilled when it
@@ -34,8 +36,6 @@ class _Draws:
         self._pool //= n
         self._room //= n
         return draw
-
-
 
 
 def eligible_workers(session: Session, ctx: Context) -> list[Worker]:
@@ -144,6 +144,10 @@ def refresh_eligibility(session: Session, ctx: Context, worker: Worker) -> None:
     known = projection.owner_of(session, worker.address, worker.contributor) is not None
     ctx.catch_up(session, "eligibility" if known else f"worker:{worker.address.lower()}")
     status = projection.worker_status(session, worker.address, worker.contributor)
-    worker.eligible = status.eligible(ctx.min_stake_wei)
-    worker.checked_at = time.time()
+    eligible = status.eligible(ctx.min_stake_wei)
+    now = time.time()
+    # written only when it changes, and the time of the check to within a second: a pull
+    # must not rewrite the worker's row for nothing
+    if worker.eligible != eligible or not now - worker.checked_at < CHECKED_RESOLUTION_S:
+        worker.eligible, worker.checked_at = eligible, now
     session.add(worker)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
+from sqlalchemy import select as core_select
+from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
 from ledger import scheduler
@@ -27,35 +29,76 @@ from protocol.fingerprint import Fingerprint
 
 logger = logging.getLogger(__name__)
 FINGERPRINT_MAX_CHARS = 512  # the column Assignment.fingerprint_json
+# A worker's ``last_seen`` is rewritten at most this often. It is read only against
+# ``worker_seen_s`` (30 s: eligible for new work if seen since) and shown to its contributor
+# to a tenth of a second; a write per request made every pull and submission an UPDATE of the
+# worker's row, for nothing.
+SEEN_RESOLUTION_S = 1.0
 
 
-def pull(session: Session, ctx: Context, worker: Worker, limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` open assignments of this worker (re-delivered until answered)."""
-    worker.last_seen = time.time()
-    refresh_eligibility(session, ctx, worker)
-    session.add(worker)
-    rows = session.exec(
-        select(Assignment, Job)
+def seen(worker: Worker, now: float | None = None) -> None:
+    """Note that ``worker`` is alive, to within ``SEEN_RESOLUTION_S``."""
+    now = time.time() if now is None else now
+    if not now - worker.last_seen < SEEN_RESOLUTION_S:
+        worker.last_seen = now
+
+
+class Delivery(NamedTuple):
+    """One assignment as it is delivered; ``inputs_json`` is the job's inputs as admitted."""
+
+    job_id: str
+    model_hash: str
+    input_hash: str
+    inputs_json: str
+    deadline: int
+
+
+def deliver(session: Session, ctx: Context, worker: Worker, limit: int) -> list[Delivery]:
+    """Up to ``limit`` open assignments of this worker, oldest first (re-delivered until
+    answered); the first delivery of each is noted. Read as plain rows, noted by one UPDATE:
+    an agent's every pull asks again for all it holds."""
+    seen(worker)
+    refresh_eligibility(session, ctx, worker)  # adds the worker to the session
+    rows = session.execute(
+        core_select(
+            col(Assignment.id),
+            col(Assignment.delivered_at),
+            col(Job.id),
+            col(Job.model_hash),
+            col(Job.input_hash),
+            col(Job.inputs_json),
+            col(Assignment.deadline),
+        )
         .join(Job, col(Job.id) == col(Assignment.job_id))
-        .where(Assignment.worker == worker.address, Assignment.status == AssignmentStatus.ASSIGNED)
+        .where(
+            col(Assignment.worker) == worker.address,
+            col(Assignment.status) == AssignmentStatus.ASSIGNED,
+        )
         .order_by(col(Assignment.id))
         .limit(limit)
     ).all()
-    now = int(time.time())
-    out = []
-    for assignment, job in rows:
-        assignment.delivered_at = assignment.delivered_at or now
-        session.add(assignment)
-        out.append(
-            {
-                "job_id": job.id,
-                "model_hash": job.model_hash,
-                "input_hash": job.input_hash,
-                "inputs": json.loads(job.inputs_json),
-                "deadline": assignment.deadline,
-            }
+    first = [row[0] for row in rows if not row[1]]
+    if first:
+        session.execute(
+            update(Assignment)
+            .where(col(Assignment.id).in_(first))
+            .values(delivered_at=int(time.time()))
         )
-    return out
+    return [Delivery(*row[2:]) for row in rows]
+
+
+def pull(session: Session, ctx: Context, worker: Worker, limit: int) -> list[dict[str, Any]]:
+    """``deliver`` with each job's inputs decoded: what ``GET /v1/work`` answers."""
+    return [
+        {
+            "job_id": d.job_id,
+            "model_hash": d.model_hash,
+            "input_hash": d.input_hash,
+            "inputs": json.loads(d.inputs_json),
+            "deadline": d.deadline,
+        }
+        for d in deliver(session, ctx, worker, limit)
+    ]
 
 
 class Refusal(Exception):
@@ -100,14 +143,35 @@ def _outputs(ctx: Context, job: Job, wire: Any) -> dict[str, Any]:
     return arrays
 
 
-def _check_item(session: Session, ctx: Context, worker: Worker, item: dict[str, Any]) -> Assignment:
+def _job_id(item: Any) -> str | None:
+    """The normalised job id an item names, or None where it names none readable."""
+    if not isinstance(item, dict):
+        return None
+    try:
+        return "0x" + _hex32(item.get("job_id"), "job_id").hex()
+    except Refusal:
+        return None
+
+
+def _held(session: Session, worker: Worker, job_ids: set[str]) -> dict[str, tuple[Assignment, Job]]:
+    """This worker's assignment of each of ``job_ids`` and its job, in one query."""
+    if not job_ids:
+        return {}
+    rows = session.exec(
+        select(Assignment, Job)
+        .join(Job, col(Job.id) == col(Assignment.job_id))
+        .where(Assignment.worker == worker.address, col(Assignment.job_id).in_(job_ids))
+    ).all()
+    return {assignment.job_id: (assignment, job) for assignment, job in rows}
+
+
+def _check_item(
+    ctx: Context, worker: Worker, item: dict[str, Any], held: dict[str, tuple[Assignment, Job]]
+) -> Assignment:
     jid = "0x" + _hex32(item.get("job_id"), "job_id").hex()
-    assignment = session.exec(
-        select(Assignment).where(Assignment.job_id == jid, Assignment.worker == worker.address)
-    ).first()
-    job = session.get(Job, jid)
-    if assignment is None or job is None:
+    if jid not in held:
         raise Refusal("not_assigned", f"job {jid} is not assigned to this worker")
+    assignment, job = held[jid]
     if assignment.status == AssignmentStatus.SUBMITTED and assignment.signature == item.get(
         "signature"
     ):
@@ -154,66 +218,93 @@ def _check_item(session: Session, ctx: Context, worker: Worker, item: dict[str, 
     assignment.signature = "0x" + signature.hex()  # canonical: fromhex() also skips spaces
     assignment.outputs_json = json.dumps(item["outputs"], separators=(",", ":"))
     assignment.submitted_at = int(time.time())
-    session.add(assignment)
     return assignment
+
+
+def _result(
+    ctx: Context, worker: Worker, item: Any, held: dict[str, tuple[Assignment, Job]]
+) -> tuple[dict[str, Any], Assignment | None]:
+    """The answer to one item, and the assignment it recorded (None if it recorded none)."""
+    job_ref = str(item.get("job_id", "")) if isinstance(item, dict) else ""
+    try:
+        if not isinstance(item, dict):
+            raise Refusal("invalid_field", "each result must be an object")
+        assignment = _check_item(ctx, worker, item, held)
+    except Duplicate as dup:
+        return {
+            "job_id": dup.job_id,
+            "status": "accepted",
+            "error": None,
+            "detail": "duplicate",
+        }, None
+    except Refusal as refusal:
+        answer = {"job_id": job_ref, "status": "refused", "error": refusal.code}
+        return answer | {"detail": refusal.detail}, None
+    return {
+        "job_id": assignment.job_id,
+        "status": "accepted",
+        "error": None,
+        "detail": "",
+    }, assignment
 
 
 def is_complete(session: Session, job: Job) -> bool:
     """Every replica the job wants has answered and none is still out: never fewer votes."""
-    statuses = session.exec(select(Assignment.status).where(Assignment.job_id == job.id)).all()
-    open_left = sum(1 for st in statuses if st == AssignmentStatus.ASSIGNED)
-    answered = sum(1 for st in statuses if st == AssignmentStatus.SUBMITTED)
-    return open_left == 0 and answered >= job.replicas_wanted
+    return _complete(session, [job]) == [job]
+
+
+def _complete(session: Session, jobs: list[Job]) -> list[Job]:
+    """Those of ``jobs`` whose every wanted replica has answered with none still out, by one
+    grouped query (never fewer votes than wanted)."""
+    if not jobs:
+        return []
+    counts: dict[tuple[str, str], int] = {}
+    rows = session.exec(
+        select(Assignment.job_id, Assignment.status, func.count())
+        .where(col(Assignment.job_id).in_([job.id for job in jobs]))
+        .group_by(col(Assignment.job_id), col(Assignment.status))
+    ).all()
+    for jid, status, n in rows:
+        counts[(jid, str(status))] = int(n)
+    return [
+        job
+        for job in jobs
+        if counts.get((job.id, AssignmentStatus.ASSIGNED), 0) == 0
+        and counts.get((job.id, AssignmentStatus.SUBMITTED), 0) >= job.replicas_wanted
+    ]
 
 
 def submit(
     session: Session, ctx: Context, worker: Worker, items: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], int]:
-    """Record each valid item; return (per-item results, number of jobs now ready)."""
-    worker.last_seen = time.time()
+    """Record each valid item; return (per-item results in the items' order, number of jobs
+    now ready). The batch's assignments and jobs are read by one query up front; each item
+    then sees what the items before it recorded (the same job twice: the second is a
+    duplicate if it carries the same signature, else already submitted); nothing is written
+    until every item is checked, and completeness is one grouped query."""
+    seen(worker)
     session.add(worker)
+    held = _held(session, worker, {jid for item in items if (jid := _job_id(item))})
     results: list[dict[str, Any]] = []
-    touched: set[str] = set()
-    for item in items:
-        job_ref = str(item.get("job_id", "")) if isinstance(item, dict) else ""
-        try:
-            if not isinstance(item, dict):
-                raise Refusal("invalid_field", "each result must be an object")
-            assignment = _check_item(session, ctx, worker, item)
-        except Duplicate as dup:
-            results.append(
-                {"job_id": dup.job_id, "status": "accepted", "error": None, "detail": "duplicate"}
-            )
-            continue
-        except Refusal as refusal:
-            results.append(
-                {
-                    "job_id": job_ref,
-                    "status": "refused",
-                    "error": refusal.code,
-                    "detail": refusal.detail,
-                }
-            )
-            continue
-        touched.add(assignment.job_id)
-        results.append(
-            {"job_id": assignment.job_id, "status": "accepted", "error": None, "detail": ""}
-        )
+    touched: dict[str, Job] = {}
+    with session.no_autoflush:
+        for item in items:
+            answer, assignment = _result(ctx, worker, item, held)
+            results.append(answer)
+            if assignment is not None:
+                touched[assignment.job_id] = held[assignment.job_id][1]
     session.flush()
-    ready = 0
-    for jid in touched:
-        job = session.get(Job, jid)
-        if job is not None and job.status == JobStatus.PENDING and is_complete(session, job):
-            job.status = JobStatus.SUBMITTED
-            session.add(job)
-            ready += 1
-    return results, ready
+    pending = [job for job in touched.values() if job.status == JobStatus.PENDING]
+    ready = _complete(session, pending)
+    for job in ready:
+        job.status = JobStatus.SUBMITTED
+    return results, len(ready)
 
 
 def heartbeat(session: Session, worker: Worker) -> int:
     """The worker is alive: it stays a candidate for new work for ``worker_seen_s`` more (a
     pull or a submission counts as well). Returns its assignments still unanswered."""
-    worker.last_seen = time.time()
+    seen(worker)
     session.add(worker)
     held = session.exec(
         select(func.count())
@@ -231,7 +322,7 @@ def release(
     time), and the replica goes at once to a worker of a contributor not yet on the job.
     Returns the job ids released; ids of jobs not held by this worker (unknown, answered,
     expired, decided) are left out and change nothing."""
-    worker.last_seen = time.time()
+    seen(worker)
     session.add(worker)
     wanted = sorted({str(j).lower() for j in job_ids})
     if not wanted:

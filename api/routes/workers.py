@@ -3,17 +3,18 @@ assignments, heartbeats, and the worker's earnings not yet claimable."""
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from api.deps import ContextDep, CurrentWorker, SessionDep
 from api.schemas import WorkResult
 from ledger.earnings import pending_of
 from ledger.errors import InvalidRequest
-from ledger.work import heartbeat, pull, release, submit
+from ledger.work import Delivery, deliver, heartbeat, release, submit
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/work", tags=["workers"])
@@ -46,11 +47,34 @@ class EarningsPublic(BaseModel):
     posted_epoch: int
 
 
-@router.get("")
+class AssignmentPublic(BaseModel):
+    job_id: str
+    model_hash: str
+    input_hash: str
+    inputs: dict[str, Any]
+    deadline: int
+
+
+class AssignmentsPublic(BaseModel):
+    assignments: list[AssignmentPublic]
+
+
+def _assignment_json(d: Delivery) -> str:
+    """One assignment as JSON, the job's inputs spliced in as stored (JSON written at
+    admission): not decoded and encoded again on every pull."""
+    head = json.dumps({"job_id": d.job_id, "model_hash": d.model_hash, "input_hash": d.input_hash})
+    return f'{head[:-1]},"inputs":{d.inputs_json},"deadline":{int(d.deadline)}}}'
+
+
+@router.get("", response_model=AssignmentsPublic)
 def get_work(
     worker: CurrentWorker, session: SessionDep, ctx: ContextDep, max: int = Query(16, ge=1)
-) -> dict[str, object]:
-    return {"assignments": pull(session, ctx, worker, min(max, ctx.settings.pull_batch_max))}
+) -> Response:
+    """Up to ``max`` (at most ``pull_batch_max``) of this worker's open assignments, oldest
+    first, each delivered again until answered."""
+    delivered = deliver(session, ctx, worker, min(max, ctx.settings.pull_batch_max))
+    body = '{"assignments":[' + ",".join(map(_assignment_json, delivered)) + "]}"
+    return Response(body, media_type="application/json")
 
 
 @router.post("/results", response_model=WorkResult)
