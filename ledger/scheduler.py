@@ -9,10 +9,12 @@ import time
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from sqlmodel import Session, col, func, select
 
 from ledger.chain import projection
+from ledger.chain.index import ChainIndex
 from ledger.context import Context
 from ledger.models import Assignment, AssignmentStatus, Job, Worker
 
@@ -135,16 +137,46 @@ def refill(session: Session, ctx: Context, job: Job) -> int:
     return len(workers)
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """A worker's standing as read from the chain index, and where the index stood then."""
+
+    cursor: tuple[int, str | None]
+    known: bool
+    eligible: bool
+
+
+# Per process and index: the last reading of each worker (at most ``READINGS_MAX``). The index
+# changes only with its cursor (last block scanned and its hash: a reorg changes the hash),
+# so while the cursor stands the reading stands too; every pull asks again.
+READINGS_MAX = 4096
+_readings: WeakKeyDictionary[ChainIndex, dict[tuple[str, str], _Reading]] = WeakKeyDictionary()
+
+
 def refresh_eligibility(session: Session, ctx: Context, worker: Worker) -> None:
     """Set a worker's eligibility from the chain index, never from a chain call:
     ``StakeRegistry.isEligible`` rebuilt from the registry's events (``ledger.chain.projection``,
     which also says why unconfirmed events count). The index first catches up within
     ``ctx.catch_up``'s limits (at most once a second per process); a worker the index does
-    not know yet (sign-in found it on chain a moment ago) has a catch-up of its own."""
-    known = projection.owner_of(session, worker.address, worker.contributor) is not None
+    not know yet (sign-in found it on chain a moment ago) has a catch-up of its own. Where the
+    index has not moved since this worker's last reading, that reading is used again."""
+    readings = _readings.setdefault(ctx.index, {})
+    key = (worker.address.lower(), worker.contributor.lower())
+    last = readings.get(key)
+    if last is not None and last.cursor == ctx.index.cursor(session):
+        known = last.known
+    else:
+        known = projection.owner_of(session, worker.address, worker.contributor) is not None
     ctx.catch_up(session, "eligibility" if known else f"worker:{worker.address.lower()}")
-    status = projection.worker_status(session, worker.address, worker.contributor)
-    eligible = status.eligible(ctx.min_stake_wei)
+    cursor = ctx.index.cursor(session)
+    if last is not None and last.cursor == cursor:
+        eligible = last.eligible
+    else:
+        status = projection.worker_status(session, worker.address, worker.contributor)
+        eligible = status.eligible(ctx.min_stake_wei)
+        if len(readings) >= READINGS_MAX:
+            readings.clear()
+        readings[key] = _Reading(cursor, status.owner is not None, eligible)
     now = time.time()
     # written only when it changes, and the time of the check to within a second: a pull
     # must not rewrite the worker's row for nothing
