@@ -21,7 +21,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Integer, cast, func
+from sqlalchemy import Integer, String, cast, func, literal, type_coerce
+from sqlalchemy import select as select_columns  # a Core select of any number of columns
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
@@ -56,18 +57,62 @@ def journal_balanced(session: Session) -> None:
         raise InvariantViolation(f"journal_balanced: balances sum to {total}, not 0", total=total)
 
 
+_SLICE_DIGITS = 9
+
+
+def _not_digits(amount: Any) -> Any:
+    """1 where a decimal text amount holds anything but digits (a sign), else 0 (SQLite)."""
+    text = type_coerce(amount, String)
+    return text.op("GLOB", return_type=Integer)(literal("*[^0-9]*", String))
+
+
+def sum_wei_by(session: Session, key: Any, amount: Any, *where: Any) -> dict[Any, int]:
+    """The exact sum of a ``Wei`` column that holds no negative amount (transfers, prices)
+    per value of ``key``, over the rows that match ``where``, added up by the database.
+    PostgreSQL's NUMERIC is exact. On SQLite,
+    where amounts are decimal text, each amount is cut into 9-digit slices from the right and
+    each slice summed as an integer (a sum of 9-digit numbers cannot overflow 64 bits below
+    a billion rows), the sums put back together here; text with anything but digits in it
+    (a sign) is added up here instead, row by row."""
+
+    def query(*columns: Any) -> Any:
+        return select_columns(*columns).where(*where)
+
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(query(key, func.sum(amount)).group_by(key)).all()
+        return {k: int(total) for k, total in rows}
+    longest, odd = session.execute(
+        query(func.max(func.length(amount)), func.sum(_not_digits(amount)))
+    ).one()
+    if odd:
+        exact: dict[Any, int] = defaultdict(int)
+        for k, value in session.execute(query(key, amount)):
+            exact[k] += value
+        return dict(exact)
+    slices = max(1, -(-int(longest or 0) // _SLICE_DIGITS))
+    parts = [
+        func.sum(cast(func.substr(amount, -_SLICE_DIGITS * (i + 1), _SLICE_DIGITS), Integer))
+        for i in range(slices)
+    ]
+    sums: dict[Any, int] = {}
+    for k, *totals in session.execute(query(key, *parts).group_by(key)):
+        sums[k] = sum(int(t or 0) * 10 ** (_SLICE_DIGITS * i) for i, t in enumerate(totals))
+    return sums
+
+
 def balances_match_transfers(session: Session) -> None:
-    accounts = session.exec(select(Account)).all()
-    derived: dict[str, int] = defaultdict(int)
-    for t in session.exec(select(Transfer)).all():
-        derived[t.debit_account_id] -= t.amount_wei
-        derived[t.credit_account_id] += t.amount_wei
-    for a in accounts:
-        if derived[a.id] != a.balance_wei:
+    """Each account's stored balance against its credits less its debits, both summed by
+    the database per account (a replay of the whole journal that reads one row per account,
+    not one per transfer)."""
+    debits = sum_wei_by(session, col(Transfer.debit_account_id), col(Transfer.amount_wei))
+    credits = sum_wei_by(session, col(Transfer.credit_account_id), col(Transfer.amount_wei))
+    for account_id, balance in session.exec(select(Account.id, Account.balance_wei)).all():
+        derived = credits.get(account_id, 0) - debits.get(account_id, 0)
+        if derived != balance:
             raise InvariantViolation(
-                f"balances_match_transfers: {a.id} stores "
-                f"{a.balance_wei}, transfers give {derived[a.id]}",
-                account=a.id,
+                f"balances_match_transfers: {account_id} stores "
+                f"{balance}, transfers give {derived}",
+                account=account_id,
             )
 
 

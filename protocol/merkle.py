@@ -20,16 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 
 from protocol.errors import ProofError
+from protocol.keccak import keccak
 
 EARNINGS_TYPES = ["address", "uint256"]
 RESULTS_TYPES = ["bytes32", "bytes32", "bytes32", "bytes32", "bytes32"]
 
 
 def _leaf(types: list[str], values: Sequence[Any]) -> bytes:
-    return bytes(keccak(keccak(abi_encode(types, list(values)))))
+    return keccak(keccak(abi_encode(types, list(values))))
 
 
 def leaf_hash(account: str, cumulative_amount: int) -> bytes:
@@ -51,14 +52,14 @@ class ResultLeaf:
         return (self.job_id, self.fingerprint)
 
     def hash(self) -> bytes:
-        return _leaf(
-            RESULTS_TYPES,
-            [self.job_id, self.model_hash, self.input_hash, self.fingerprint, self.result_hash],
-        )
+        values = (self.job_id, self.model_hash, self.input_hash, self.fingerprint, self.result_hash)
+        if all(len(v) == 32 for v in values):  # abi.encode of five full bytes32: their bytes
+            return keccak(keccak(b"".join(values)))
+        return _leaf(RESULTS_TYPES, list(values))  # pads short values, refuses long ones
 
 
 def hash_pair(a: bytes, b: bytes) -> bytes:
-    return bytes(keccak(a + b if a < b else b + a))
+    return keccak(a + b if a < b else b + a)
 
 
 @dataclass(frozen=True)

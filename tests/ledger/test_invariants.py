@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from ledger_support import address, h32, insert_job
+from sqlalchemy import text, update
 from sqlmodel import Session, col, select
 
 from ledger import epochs, invariants, journal
@@ -17,7 +18,7 @@ from ledger.context import Context
 from ledger.db import engine_for, session_scope
 from ledger.errors import InvariantViolation
 from ledger.journal import TransferKind, TransferSpec
-from ledger.models import Account, Job, JobStatus
+from ledger.models import Account, Job, JobStatus, Transfer
 from protocol.contracts import Deployment
 
 CLIENT = address(0xC1)
@@ -346,3 +347,58 @@ def test_invariants_sum_amounts_exactly_however_they_are_added_up(
         with pytest.raises(InvariantViolation, match="escrow_matches_open_jobs") as caught:
             invariants.check_money(session)
         assert caught.value.data["held"] == sum(prices) + 1
+
+
+def _sums_in_python(session: Session) -> tuple[dict[str, int], dict[str, int]]:
+    debits: dict[str, int] = {}
+    credits: dict[str, int] = {}
+    for t in session.exec(select(Transfer)).all():
+        debits[t.debit_account_id] = debits.get(t.debit_account_id, 0) + t.amount_wei
+        credits[t.credit_account_id] = credits.get(t.credit_account_id, 0) + t.amount_wei
+    return debits, credits
+
+
+def _sums_in_sql(session: Session) -> tuple[dict[str, int], dict[str, int]]:
+    amount = col(Transfer.amount_wei)
+    return (
+        invariants.sum_wei_by(session, col(Transfer.debit_account_id), amount),
+        invariants.sum_wei_by(session, col(Transfer.credit_account_id), amount),
+    )
+
+
+@pytest.mark.parametrize(
+    "prices",
+    [
+        [1, 2, 10**15 + 7],
+        [10**18 - 1] * 11,  # the sums overflow 64 bits
+        [10**30, 5, 10**77 + 123_456_789_987_654_321],  # up to 78 digits: nine slices
+    ],
+    ids=["small", "overflow", "wide"],
+)
+def test_invariants_balances_match_transfers_sums_exactly_per_account(
+    db_url: str, prices: list[int]
+) -> None:
+    engine = engine_for(db_url)
+    with session_scope(engine) as session:
+        for price in prices:
+            insert_job(session, client=CLIENT, price=price, votes=_votes())
+    with Session(engine) as session:
+        assert _sums_in_sql(session) == _sums_in_python(session)
+        invariants.balances_match_transfers(session)
+        if engine.dialect.name == "sqlite":  # a sign in the text: added up here, as exactly
+            session.execute(
+                text("UPDATE transfer SET amount_wei = '+' || amount_wei WHERE id LIKE 'hold:%'")
+            )
+            assert _sums_in_sql(session) == _sums_in_python(session)
+            invariants.balances_match_transfers(session)
+            session.rollback()
+        hold = session.exec(select(Transfer).where(col(Transfer.id).startswith("hold:"))).first()
+        assert hold is not None  # a transfer rewritten around the journal, in its top digits
+        session.execute(
+            update(Transfer)
+            .where(col(Transfer.id) == hold.id)
+            .values(amount_wei=hold.amount_wei + 10**40)
+        )
+        with pytest.raises(InvariantViolation, match="balances_match_transfers") as caught:
+            invariants.balances_match_transfers(session)
+        assert caught.value.data["account"] in {journal.client_account(CLIENT), journal.ESCROW}

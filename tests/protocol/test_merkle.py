@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from eth_abi import encode as abi_encode
+from eth_abi.exceptions import EncodingError
 from eth_utils import keccak, to_checksum_address
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -203,3 +204,16 @@ def test_results_tree_matches_openzeppelin() -> None:
         for field in ("job_id", "model_hash", "input_hash", "fingerprint", "result_hash"):
             changed = dataclasses.replace(leaf, **{field: rng.randbytes(32)})
             assert not merkle.verify_leaf(tree.root, changed.hash(), proof)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.binary(min_size=0, max_size=40), min_size=5, max_size=5))
+def test_result_leaf_hash_is_the_abi_encoding_of_five_bytes32(values: list[bytes]) -> None:
+    """Five full bytes32 are hashed from their concatenation (what ``abi.encode`` gives
+    them); a short value is padded and a long one refused, as eth_abi does."""
+    leaf = merkle.ResultLeaf(*values)
+    if any(len(v) > 32 for v in values):
+        with pytest.raises(EncodingError, match="bytes32"):
+            leaf.hash()
+        return
+    assert leaf.hash() == keccak(keccak(abi_encode(merkle.RESULTS_TYPES, values)))
