@@ -69,11 +69,12 @@ def _not_digits(amount: Any) -> Any:
 def sum_wei_by(session: Session, key: Any, amount: Any, *where: Any) -> dict[Any, int]:
     """The exact sum of a ``Wei`` column that holds no negative amount (transfers, prices)
     per value of ``key``, over the rows that match ``where``, added up by the database.
-    PostgreSQL's NUMERIC is exact. On SQLite,
-    where amounts are decimal text, each amount is cut into 9-digit slices from the right and
-    each slice summed as an integer (a sum of 9-digit numbers cannot overflow 64 bits below
-    a billion rows), the sums put back together here; text with anything but digits in it
-    (a sign) is added up here instead, row by row."""
+    PostgreSQL's NUMERIC is exact. On SQLite, where amounts are decimal text, each amount is
+    cut into 9-digit slices from the right and each slice summed as an integer (a sum of
+    9-digit numbers cannot overflow 64 bits below a billion rows), the sums put back together
+    here: three slices at first (27 digits, a billion tokens of 18 decimals), all that the
+    longest amount needs when one is longer; text with anything but digits in it (a sign) is
+    added up here instead, row by row."""
 
     def query(*columns: Any) -> Any:
         return select_columns(*columns).where(*where)
@@ -81,23 +82,27 @@ def sum_wei_by(session: Session, key: Any, amount: Any, *where: Any) -> dict[Any
     if session.get_bind().dialect.name == "postgresql":
         rows = session.execute(query(key, func.sum(amount)).group_by(key)).all()
         return {k: int(total) for k, total in rows}
-    longest, odd = session.execute(
-        query(func.max(func.length(amount)), func.sum(_not_digits(amount)))
-    ).one()
-    if odd:
-        exact: dict[Any, int] = defaultdict(int)
-        for k, value in session.execute(query(key, amount)):
-            exact[k] += value
-        return dict(exact)
-    slices = max(1, -(-int(longest or 0) // _SLICE_DIGITS))
-    parts = [
-        func.sum(cast(func.substr(amount, -_SLICE_DIGITS * (i + 1), _SLICE_DIGITS), Integer))
-        for i in range(slices)
-    ]
-    sums: dict[Any, int] = {}
-    for k, *totals in session.execute(query(key, *parts).group_by(key)):
-        sums[k] = sum(int(t or 0) * 10 ** (_SLICE_DIGITS * i) for i, t in enumerate(totals))
-    return sums
+    slices, longest = 3, 0
+    while True:
+        parts = [
+            func.sum(cast(func.substr(amount, -_SLICE_DIGITS * (i + 1), _SLICE_DIGITS), Integer))
+            for i in range(slices)
+        ]
+        checks = (func.max(func.length(amount)), func.sum(_not_digits(amount)))
+        rows = session.execute(query(key, *checks, *parts).group_by(key)).all()
+        if any(odd for _, _, odd, *_ in rows):
+            exact: dict[Any, int] = defaultdict(int)
+            for k, value in session.execute(query(key, amount)):
+                exact[k] += value
+            return dict(exact)
+        longest = max((int(n or 0) for _, n, *_ in rows), default=0)
+        if longest <= _SLICE_DIGITS * slices:
+            break
+        slices = -(-longest // _SLICE_DIGITS)
+    return {
+        k: sum(int(t or 0) * 10 ** (_SLICE_DIGITS * i) for i, t in enumerate(totals))
+        for k, _, _, *totals in rows
+    }
 
 
 def balances_match_transfers(session: Session) -> None:

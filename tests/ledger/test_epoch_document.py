@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 from ledger import epochs, journal
 from ledger.config import Settings
 from ledger.context import Context
-from ledger.db import session_scope
+from ledger.db import engine_for, session_scope
 from ledger.journal import TransferKind, TransferSpec
 from ledger.models import Assignment, AssignmentStatus, Epoch, EpochStatus, Job, JobStatus
 from protocol import epochfile, tensors
@@ -220,3 +220,23 @@ def test_epoch_document_is_byte_identical_to_the_vectors(ctx: Context) -> None:
     }
     with session_scope(ctx.engine) as session:  # nothing decided since: no third epoch
         assert epochs.open_epoch(session) is None
+
+
+def test_epoch_sqlite_pages_in_memory_puts_the_connection_back(sqlite_url: str) -> None:
+    engine = engine_for(sqlite_url)
+    with session_scope(engine) as session:
+        conn = session.connection()
+
+        def pragmas() -> tuple[int, int]:
+            return (
+                conn.exec_driver_sql("PRAGMA mmap_size").scalar_one(),
+                conn.exec_driver_sql("PRAGMA cache_size").scalar_one(),
+            )
+
+        before = pragmas()
+        with epochs._sqlite_pages_in_memory(session):
+            assert pragmas() == (epochs.SQLITE_MMAP_BYTES, -epochs.SQLITE_CACHE_KIB)
+        assert pragmas() == before
+        with pytest.raises(RuntimeError), epochs._sqlite_pages_in_memory(session):
+            raise RuntimeError("the block failed")
+        assert pragmas() == before
