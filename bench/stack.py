@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from eth_account import Account
+from sqlmodel import func, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,7 +32,7 @@ from ledger.config import Settings  # noqa: E402
 from ledger.context import Context  # noqa: E402
 from ledger.db import session_scope  # noqa: E402
 from ledger.journal import TransferKind, TransferSpec  # noqa: E402
-from ledger.models import Client  # noqa: E402
+from ledger.models import AuthToken, Client  # noqa: E402
 from protocol.contracts import Deployment  # noqa: E402
 
 TOKEN = 10**18
@@ -58,6 +59,7 @@ class Stack:
     ctx: Context  # the bench's own view of the same database
     env: dict[str, str]
     pids: dict[str, int] = field(default_factory=dict)
+    key_files: list[Path] = field(default_factory=list)  # the device agents' keys
 
     def fund(self, keys: list[bytes], amount_wei: int) -> None:
         """Each client key ``amount_wei`` deposited, as the journal would see a deposit."""
@@ -162,18 +164,44 @@ def start(cfg: StackConfig, procs: Processes) -> Stack:
     pids["celery_worker"] = celery.pid
     api_url = f"http://127.0.0.1:{port}"
     wait_until("the API", http_ok(f"{api_url}/healthz"), 90)
-    for i, key_file in enumerate(key_files):
-        device = procs.start(
-            f"device-{i + 1}",
-            [py, "-m", "worker", "run", "--api-url", api_url, "--key-file", str(key_file),
-             "--json", "--name", f"device-{i + 1}", "--workers", str(cfg.device_workers)],
-            env={**env, **cfg.worker_env},
-            cwd=ROOT,
-        )  # fmt: skip
-        pids[f"device_{i + 1}"] = device.pid
-    stack = Stack(cfg, procs, api_url, deployment, ctx, env, pids)
+    stack = Stack(cfg, procs, api_url, deployment, ctx, env, pids, key_files)
+    _start_devices(stack)
     _wait_ready(stack, keys[3 : 3 + cfg.contributors])
     return stack
+
+
+def _start_devices(stack: Stack) -> None:
+    for i, key_file in enumerate(stack.key_files):
+        device = stack.procs.start(
+            f"device-{i + 1}",
+            [sys.executable, "-m", "worker", "run", "--api-url", stack.api_url, "--key-file",
+             str(key_file), "--json", "--name", f"device-{i + 1}", "--workers",
+             str(stack.cfg.device_workers)],
+            env={**stack.env, **stack.cfg.worker_env},
+            cwd=ROOT,
+        )  # fmt: skip
+        stack.pids[f"device_{i + 1}"] = device.pid
+
+
+def restart_devices(stack: Stack, worker_env: dict[str, str]) -> None:
+    """The device agents again, with ``worker_env`` as their ``INFERLEDGER_WORKER_*``
+    settings; returns once each has signed in again (a new token in the database)."""
+    names = [f"device-{i + 1}" for i in range(len(stack.key_files))]
+    signed_in = _tokens(stack)
+    for name in names:
+        stack.procs.stop(name)  # SIGTERM: it finishes or hands back what it holds
+    stack.procs.children = [(n, p) for n, p in stack.procs.children if n not in names]
+    stack.cfg.worker_env = worker_env
+    _start_devices(stack)
+    wait_until(
+        "the device agents signed in again", lambda: _tokens(stack) >= signed_in + len(names), 120
+    )
+
+
+def _tokens(stack: Stack) -> int:
+    stack.procs.check_alive()
+    with session_scope(stack.ctx.engine) as session:
+        return int(session.exec(select(func.count()).select_from(AuthToken)).one())
 
 
 def _wait_ready(stack: Stack, contributor_keys: list[str]) -> None:

@@ -17,13 +17,16 @@ worker, one device agent per contributor, each a process of its own on this mach
   and its largest inference process) after each size, jobs counted since start.
 
 MiniLM's runs are ``--minilm-share`` (0.2) of each size: its jobs cost about 200 times the
-CNN's. The agents run with ``submit_linger_s`` 0 and an idle poll fixed at
-``--idle-sleep-s`` (50 ms, their first idle sleep; by default it grows to 250 ms, and the
-results wait up to 0.1 s for company: most of an idle request's latency by themselves).
-Polling more often is no faster here: each pull writes the worker's ``last_seen``, and more
-writers on SQLite made requests slower. ``--api-server uvicorn`` runs the API as ``make
-demo`` does instead of ``python -m api.serve``. Prints a table and writes
-bench/results/system.json. Usage: ``.venv/bin/python bench/system.py [--models
+CNN's. Each part runs the agents with settings of its own. For latency: ``submit_linger_s``
+0, an idle poll fixed at ``--idle-sleep-s`` (50 ms, their first idle sleep; by default it
+grows to 250 ms, and the results wait up to 0.1 s for company: most of an idle request's
+latency by themselves), pulls and submissions of up to 64. Polling more often is no faster
+here: each pull is a write transaction on SQLite, and more writers made requests slower. For
+throughput (``--throughput-agents``): the agents' own defaults (pulls of 16 new jobs,
+results waiting up to 0.1 s for company while others run), or ``latency``, the latency
+part's; when the two differ, the agents are restarted between the parts. ``--api-server
+uvicorn`` runs the API as ``make demo`` does instead of ``python -m api.serve``. Prints a
+table and writes bench/results/system.json. Usage: ``.venv/bin/python bench/system.py [--models
 digits-cnn,minilm-l6] [--sizes 1000,3000] [--latency-requests 200] [--replicas 2]``.
 """
 
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +61,7 @@ from bench.common import (  # noqa: E402
     tree_peak_rss_mib,
     write_result,
 )  # noqa: E402
-from bench.stack import Stack, StackConfig, start  # noqa: E402
+from bench.stack import Stack, StackConfig, restart_devices, start  # noqa: E402
 from inferledger.procs import Processes  # noqa: E402
 from ledger.models import Job, JobStatus  # noqa: E402
 from protocol import tensors, text  # noqa: E402
@@ -77,6 +81,15 @@ SENTENCES = [
     "Refunds are issued to the original payment method within ten days.",
     "The museum reopens after renovation with a new wing for modern art.",
 ]
+
+
+# The agents' settings for the throughput part, from the latency part's: their own defaults
+# (results wait up to 0.1 s for company while others run; pulls of 16 new jobs, each asking
+# for what they hold as well, within the API's pull_batch_max of 64), or the latency part's.
+THROUGHPUT_AGENTS: dict[str, Callable[[dict[str, str]], dict[str, str]]] = {
+    "defaults": lambda latency_env: {},
+    "latency": lambda latency_env: dict(latency_env),
+}
 
 
 class Workload:
@@ -342,6 +355,10 @@ def main() -> None:
     parser.add_argument("--in-flight-max", type=int, default=4_000, help="jobs undecided at once")
     parser.add_argument("--idle-sleep-s", type=float, default=0.05, help="agents' idle poll")
     parser.add_argument(
+        "--throughput-agents", choices=sorted(THROUGHPUT_AGENTS), default="defaults",
+        help="the agents' settings for throughput: their defaults, or the latency part's",
+    )  # fmt: skip
+    parser.add_argument(
         "--api-server", choices=["serve", "uvicorn"], default="serve",
         help="python -m api.serve (as deployed), or plain uvicorn api.main:app (as make demo)",
     )  # fmt: skip
@@ -349,13 +366,14 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="a folder to keep data and logs in")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    worker_env = {
+    latency_env = {
         "INFERLEDGER_WORKER_SUBMIT_LINGER_S": "0",
         "INFERLEDGER_WORKER_POLL_INTERVAL_S": str(args.idle_sleep_s),
         "INFERLEDGER_WORKER_MAX_IDLE_SLEEP_S": str(args.idle_sleep_s),
         "INFERLEDGER_WORKER_PULL_BATCH": "64",
         "INFERLEDGER_WORKER_SUBMIT_BATCH": "64",
     }
+    throughput_env = THROUGHPUT_AGENTS[args.throughput_agents](latency_env)
     devices = max(1, cores() // 2)  # two agents: together one inference process per core
     with tempfile.TemporaryDirectory(prefix="il-system-") as tmp:
         data = args.keep or Path(tmp)
@@ -363,16 +381,18 @@ def main() -> None:
             data,
             replicas=args.replicas,
             device_workers=devices,
-            worker_env=worker_env,
+            worker_env=latency_env if args.latency_requests > 0 else throughput_env,
             api_server=args.api_server,
         )
         with Processes(data / "logs") as procs:
-            figures = run(cfg, procs, args, sizes)
+            figures = run(cfg, procs, args, sizes, throughput_env)
     figures["settings"] = {
         "replicas": args.replicas,
         "device_workers": devices,
         "api_server": args.api_server,
-        **worker_env,
+        "latency_agents": latency_env,
+        "throughput_agents": args.throughput_agents,
+        **throughput_env,
     }
     report(figures)
     write_result(
@@ -385,7 +405,11 @@ def main() -> None:
 
 
 def run(
-    cfg: StackConfig, procs: Processes, args: argparse.Namespace, sizes: list[int]
+    cfg: StackConfig,
+    procs: Processes,
+    args: argparse.Namespace,
+    sizes: list[int],
+    throughput_env: dict[str, str],
 ) -> dict[str, Any]:
     by_name = {m.name: m for m in load_models(ROOT / "models").values()}
     works = []
@@ -411,6 +435,9 @@ def run(
         print(f"{name}: latency, {args.latency_requests} requests one at a time", flush=True)
         figures["latency"][name] = latency(stack, payer, work, args.latency_requests, sent)
         sent += args.latency_requests + 10
+    if stack.cfg.worker_env != throughput_env:
+        print("device agents: restarted with the throughput settings", flush=True)
+        restart_devices(stack, throughput_env)
     for size in sizes:
         for work in works:
             name = work.manifest.name

@@ -185,6 +185,7 @@ def _check_item(
     claimed = _hex32(item.get("result_hash"), "result_hash")
     try:
         fingerprint = Fingerprint.from_dict(item["fingerprint"])
+        digest, canonical = fingerprint.digest(), fingerprint.canonical()
         inputs = {
             k: tensors.decode(v, max_bytes=ctx.settings.max_tensor_bytes)
             for k, v in json.loads(job.inputs_json).items()
@@ -197,7 +198,7 @@ def _check_item(
             model,
             bytes.fromhex(job.input_hash[2:]),
             claimed,
-            fingerprint.digest(),
+            digest,
         )
         signature = bytes.fromhex(str(item.get("signature", "")).removeprefix("0x"))
         signer = recover_attestation(ctx.deployment.registry_domain, att, signature)
@@ -209,12 +210,12 @@ def _check_item(
         raise Refusal("result_hash_mismatch", "the result hash does not commit to these outputs")
     if signer != worker.address:
         raise Refusal("bad_signature", f"the attestation is signed by {signer}")
-    if len(fingerprint.canonical()) > FINGERPRINT_MAX_CHARS:
+    if len(canonical) > FINGERPRINT_MAX_CHARS:
         raise Refusal("invalid_field", f"the fingerprint is over {FINGERPRINT_MAX_CHARS} chars")
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.result_hash = "0x" + claimed.hex()
-    assignment.fingerprint = "0x" + fingerprint.digest().hex()
-    assignment.fingerprint_json = fingerprint.canonical().decode()
+    assignment.fingerprint = "0x" + digest.hex()
+    assignment.fingerprint_json = canonical.decode()
     assignment.signature = "0x" + signature.hex()  # canonical: fromhex() also skips spaces
     assignment.outputs_json = json.dumps(item["outputs"], separators=(",", ":"))
     assignment.submitted_at = int(time.time())
