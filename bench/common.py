@@ -11,6 +11,7 @@ without the machine it was measured on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -159,3 +160,16 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+async def read_status(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 answer (head and a Content-Length body) off a keep-alive
+    connection; its status code."""
+    status_line = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return int(status_line.split()[1])

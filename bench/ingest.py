@@ -36,6 +36,7 @@ from sqlmodel import Session, func, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import read_status  # noqa: E402
 from bench.reconcile import fresh_postgres  # noqa: E402
 from inferledger.procs import Processes, free_port, http_ok, wait_until  # noqa: E402
 from ledger import invariants, journal  # noqa: E402
@@ -123,14 +124,7 @@ async def _client(port: int, stream: list[bytes], statuses: list[int]) -> None:
     try:
         for request in stream:
             writer.write(request)
-            status_line = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            statuses.append(int(status_line.split()[1]))
+            statuses.append(await read_status(reader))
     finally:
         writer.close()
 

@@ -57,6 +57,7 @@ from bench.common import (  # noqa: E402
     children,
     cores,
     peak_rss_mib,
+    read_status,
     table,
     tree_peak_rss_mib,
     write_result,
@@ -256,14 +257,7 @@ async def _send_stream(port: int, stream: list[bytes], statuses: list[int]) -> N
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             )
             writer.write(head.encode() + body)
-            status_line = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            statuses.append(int(status_line.split()[1]))
+            statuses.append(await read_status(reader))
     finally:
         writer.close()
 
