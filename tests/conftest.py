@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from exit_guard import pytest_sessionfinish, pytest_unconfigure  # noqa: F401 (hooks)
 from web3 import Web3
 
 from inferledger.demo import dev_keys
