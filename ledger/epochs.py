@@ -477,9 +477,13 @@ def settle_on_chain(ctx: Context, doc: dict[str, Any], file_hash: bytes) -> int:
     chain = ctx.chain
     gas_before = chain.gas_used
     items = []
-    for v in doc["vouchers"]:
+    vouchers = doc["vouchers"]
+    redeemed = chain.call_many(
+        [chain.vault.functions.redeemedOf(v["client"]) for v in vouchers], "redeemedOf"
+    )
+    for v, already in zip(vouchers, redeemed, strict=True):
         target = int(v["redeem_cumulative_wei"])
-        if target > int(chain.call(chain.vault.functions.redeemedOf(v["client"]), "redeemedOf")):
+        if target > int(already):
             voucher = (
                 Web3.to_checksum_address(v["client"]),
                 int(v["cumulative_amount_wei"]),

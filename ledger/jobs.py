@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
-from ledger import invariants, journal, scheduler
+from ledger import invariants, journal, notify, scheduler
 from ledger.auth import checked_address
 from ledger.chain.projection import deposits_for_payment
 from ledger.context import Context
@@ -370,6 +370,9 @@ class _Admission:
         rows = [tuple(getattr(j, c) for c in columns) for j in self.new_jobs]
         insert_many(self.session, Job.__table__, columns, rows)  # type: ignore[attr-defined]
         insert_many(self.session, Assignment.__table__, ASSIGNMENT_COLUMNS, self.new_assignments)  # type: ignore[attr-defined]
+        notify.work_for(
+            self.session, self.ctx.settings.redis_url, (a[1] for a in self.new_assignments)
+        )
         store_clients(self.session, self.clients.values())
         opened_wei = sum(j.price_wei for j in self.new_jobs)
         invariants.unit_conserves(self.session, self.before, escrow_change_wei=opened_wei)

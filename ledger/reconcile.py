@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session, col
 
-from ledger import invariants, journal, scheduler
+from ledger import invariants, journal, notify, scheduler
 from ledger.context import Context
 from ledger.db import ROWS_PER_STATEMENT, values_list
 from ledger.journal import TransferKind, TransferSpec
@@ -158,11 +158,12 @@ failure = v.column6, decided_at = {now}
 FROM (VALUES {values}) AS v WHERE job.id = v.column1 AND job.status = '{submitted}'"""
 
 
-def _apply(session: Session, batch: _Batch) -> None:
+def _apply(session: Session, batch: _Batch, redis_url: str) -> None:
     """Post the batch's money, then decide its jobs a few hundred per statement (an UPDATE
     from a VALUES list, the same SQL on SQLite and PostgreSQL); a job already decided is
     left as it is, whatever runs again."""
     journal.post_batch(session, batch.specs)
+    notify.decided(session, redis_url, (d[0] for d in batch.decided))
     connection = session.connection()
     for start in range(0, len(batch.decided), ROWS_PER_STATEMENT):
         values, flat = values_list(
@@ -223,7 +224,7 @@ def reconcile_batch(session: Session, ctx: Context, limit: int) -> ReconcileRepo
             _fail(job, "no_majority", batch)
             report.failed += 1
         report.job_ids.append(job.id)
-    _apply(session, batch)
+    _apply(session, batch, ctx.settings.redis_url)
     session.flush()
     session.expire_all()  # rows changed by statements, not through loaded objects
     invariants.check_money(session)

@@ -13,6 +13,7 @@ from weakref import WeakKeyDictionary
 
 from sqlmodel import Session, col, func, select
 
+from ledger import notify
 from ledger.chain import projection
 from ledger.chain.index import ChainIndex
 from ledger.context import Context
@@ -112,6 +113,7 @@ def choose(
 
 def assign(session: Session, ctx: Context, job_id: str, workers: list[Worker]) -> None:
     deadline = int(time.time()) + ctx.settings.assignment_deadline_s
+    notify.work_for(session, ctx.settings.redis_url, (w.address for w in workers))
     for worker in workers:
         session.add(
             Assignment(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from ledger import invariants, journal, scheduler
+from ledger import invariants, journal, notify, scheduler
 from ledger.context import Context
 from ledger.journal import TransferKind, TransferSpec
 from ledger.models import Assignment, AssignmentStatus, Job, JobStatus, Worker
@@ -86,6 +86,7 @@ def _time_out(session: Session, ctx: Context, now: int, report: SweepReport) -> 
         )
         job.status, job.failure, job.decided_at = JobStatus.FAILED, "timeout", now
         session.add(job)
+        notify.decided(session, ctx.settings.redis_url, [job.id])
         for a in session.exec(
             select(Assignment).where(
                 Assignment.job_id == job.id, Assignment.status == AssignmentStatus.ASSIGNED

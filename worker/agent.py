@@ -69,6 +69,7 @@ class Agent:
         self._store = store
         self._client = client
         self._held = Holdings()
+        self._long_polled = False  # the last pull waited at the API for work
         self._courier = Courier(settings, client, self._held, self.stats)
         self._pool: Pool | None = None
         self._stopping = False
@@ -155,7 +156,7 @@ class Agent:
                 if time.monotonic() >= next_pull and self._pull_due():
                     if self._pull(stop):
                         idle.reset()
-                    else:
+                    elif not self._long_polled:  # a long poll has waited already
                         next_pull = time.monotonic() + idle.next_delay()
                 errors.reset()
             except AuthRefused:
@@ -206,7 +207,13 @@ class Agent:
             return False
         new: list[tuple[str, Any]] = []
         seen: set[str] = set()  # an answer may name a job twice
-        for raw in self._client.pull(held + want, stop):
+        wait_s = self._long_poll_s() if held == 0 else 0.0  # idle: the API answers when work comes
+        asked = time.monotonic()
+        answer = self._client.pull(held + want, stop, wait_s)
+        # an empty answer long before the wait ran out: an API that does not hold pulls (or
+        # cut the wait short); the idle sleeps stand in, never a loop of pulls
+        self._long_polled = wait_s > 0 and time.monotonic() - asked >= wait_s / 2
+        for raw in answer:
             key, has_id = job_key(raw)
             if len(new) >= want or key in seen or self._held.holds(key):
                 continue
@@ -221,6 +228,12 @@ class Agent:
             self._start([key for key, _ in chunk], [raw for _, raw in chunk])
         self.stats.held = self._held.count()
         return bool(new)
+
+    def _long_poll_s(self) -> float:
+        """How long an idle pull may wait at the API: ``long_poll_s``, cut short for the next
+        heartbeat (none under 50 ms: that pull asks and the agent sleeps instead)."""
+        left = min(self.settings.long_poll_s, self._courier.next_beat - time.monotonic())
+        return left if left >= 0.05 else 0.0
 
     def _start(self, keys: list[str], raws: list[Any]) -> None:
         if self._pool is None:

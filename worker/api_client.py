@@ -114,10 +114,14 @@ class ApiClient:
             raise BadResponse("/v1/chain", 200, f"not a deployment: {exc}") from exc
         return deployment
 
-    def pull(self, max_items: int, cancel: Cancel | None = None) -> list[Any]:
-        """Raw assignments (checked one by one by the caller); also the worker's heartbeat."""
+    def pull(self, max_items: int, cancel: Cancel | None = None, wait_s: float = 0.0) -> list[Any]:
+        """Raw assignments (checked one by one by the caller); also the worker's heartbeat.
+        ``wait_s``: with none open, the API answers once one is assigned or this runs out."""
+        params: dict[str, Any] = {"max": max_items}
+        if wait_s > 0:
+            params["wait_s"] = wait_s
         data = self._call(
-            "GET", "/v1/work", cancel or Never(), params={"max": max_items}, auth=True
+            "GET", "/v1/work", cancel or Never(), params=params, auth=True, waits_s=wait_s
         )
         assignments = _field(data, "assignments", list, "/v1/work")
         return list(assignments)
@@ -176,6 +180,7 @@ class ApiClient:
         body: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         auth: bool = False,
+        waits_s: float = 0.0,
     ) -> dict[str, Any]:
         signed_in_again = False
         while True:
@@ -185,7 +190,7 @@ class ApiClient:
                     self.sign_in(cancel)
                     signed_in_again = True
                 headers["Authorization"] = f"Bearer {self._token}"
-            response = self._send(method, path, cancel, body, params, headers)
+            response = self._send(method, path, cancel, body, params, headers, waits_s)
             if response.status_code == 401 and auth and not signed_in_again:
                 logger.info("token refused on %s; signing in again", path)
                 self._token = None
@@ -204,12 +209,18 @@ class ApiClient:
         body: dict[str, Any] | None,
         params: dict[str, Any] | None,
         headers: dict[str, str],
+        waits_s: float = 0.0,
     ) -> httpx.Response:
         backoff = Backoff(self._settings.backoff_initial_s, self._settings.max_backoff_s)
         while True:
             try:
                 response = self._http.request(
-                    method, path, json=body, params=params, headers=headers
+                    method,
+                    path,
+                    json=body,
+                    params=params,
+                    headers=headers,
+                    timeout=self._settings.request_timeout_s + waits_s,  # a long poll's wait
                 )
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"

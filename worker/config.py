@@ -80,6 +80,12 @@ class WorkerSettings(BaseSettings):
     earnings_interval_s: float = Field(
         60.0, ge=0, description="period of the earnings check (0: never)"
     )
+    long_poll_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="an idle pull waits this long for work at the API (0: sleep between pulls)",
+    )
     poll_interval_s: float = Field(0.05, gt=0, description="first idle sleep between pulls")
     max_idle_sleep_s: float = Field(0.25, gt=0, description="idle sleep grows up to this")
     backoff_initial_s: float = Field(0.1, gt=0, description="first retry delay after a failure")

@@ -26,7 +26,7 @@ from api.schemas import (
     TextInputPublic,
     Vote,
 )
-from ledger import journal
+from ledger import journal, notify
 from ledger.auth import checked_address
 from ledger.context import Context
 from ledger.db import session_scope
@@ -36,7 +36,6 @@ from ledger.models import Assignment, AssignmentStatus, Client, Job, JobStatus
 from protocol.manifest import Manifest
 
 router = APIRouter(prefix="/v1", tags=["clients"])
-POLL_INTERVAL_S = 0.02
 
 
 def model_public(m: Manifest) -> ModelPublic:
@@ -239,16 +238,20 @@ def _stored_job_public(ctx: Context, job: Job | JobRow) -> JobPublic:
 @router.get("/jobs/{job_id}", response_model=JobPublic)
 def get_job(job_id: str, ctx: ContextDep, wait_s: float = Query(0.0, ge=0.0, le=60.0)) -> JobPublic:
     """The job, its result and the signed attestations behind it. ``wait_s`` long-polls
-    until the job is decided or the wait runs out."""
+    until the job is decided or the wait runs out: woken by the decision's commit in
+    whichever process made it (``ledger.notify``), reading again at least every 0.25 s."""
     deadline = time.monotonic() + min(wait_s, ctx.settings.wait_max_s)
-    while True:
-        with session_scope(ctx.engine) as session:
-            job = session.get(Job, job_id.lower())
-            if job is None:
-                raise NotFound(f"no job {job_id}")
-            if job.status in (JobStatus.ACCEPTED, JobStatus.FAILED) or time.monotonic() >= deadline:
-                return job_public(session, job)
-        time.sleep(POLL_INTERVAL_S)
+    job_id = job_id.lower()
+    with notify.watch(ctx.settings.redis_url, notify.DECIDED, job_id, wait=wait_s > 0) as woken:
+        while True:
+            with session_scope(ctx.engine) as session:
+                job = session.get(Job, job_id)
+                if job is None:
+                    raise NotFound(f"no job {job_id}")
+                decided = job.status in (JobStatus.ACCEPTED, JobStatus.FAILED)
+                if decided or time.monotonic() >= deadline:
+                    return job_public(session, job)
+            notify.wait(woken, deadline)
 
 
 @router.get("/clients/{address}", response_model=ClientPublic)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -12,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import ContextDep, CurrentWorker, SessionDep
 from api.schemas import WorkResult
+from ledger import notify
 from ledger.earnings import pending_of
 from ledger.errors import InvalidRequest
 from ledger.work import Delivery, deliver, heartbeat, release, submit
@@ -68,11 +70,26 @@ def _assignment_json(d: Delivery) -> str:
 
 @router.get("", response_model=AssignmentsPublic)
 def get_work(
-    worker: CurrentWorker, session: SessionDep, ctx: ContextDep, max: int = Query(16, ge=1)
+    worker: CurrentWorker,
+    session: SessionDep,
+    ctx: ContextDep,
+    max: int = Query(16, ge=1),
+    wait_s: float = Query(0.0, ge=0.0, le=60.0),
 ) -> Response:
     """Up to ``max`` (at most ``pull_batch_max``) of this worker's open assignments, oldest
-    first, each delivered again until answered."""
-    delivered = deliver(session, ctx, worker, min(max, ctx.settings.pull_batch_max))
+    first, each delivered again until answered. With none, ``wait_s`` long-polls: the
+    answer goes as soon as an assignment for this worker commits (``ledger.notify``), or
+    empty when the wait (at most ``wait_max_s``) runs out."""
+    limit = min(max, ctx.settings.pull_batch_max)
+    deadline = time.monotonic() + min(wait_s, ctx.settings.wait_max_s)
+    address = worker.address.lower()
+    with notify.watch(ctx.settings.redis_url, notify.WORK, address, wait=wait_s > 0) as woken:
+        while True:
+            delivered = deliver(session, ctx, worker, limit)
+            if delivered or time.monotonic() >= deadline:
+                break
+            session.commit()  # no transaction held open while waiting
+            notify.wait(woken, deadline)
     body = '{"assignments":[' + ",".join(map(_assignment_json, delivered)) + "]}"
     return Response(body, media_type="application/json")
 

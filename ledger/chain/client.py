@@ -21,6 +21,7 @@ from protocol.contracts import CONTRACT_NAMES, Deployment, artifact
 
 logger = logging.getLogger(__name__)
 RECEIPT_POLL_S = 0.1
+CALL_BATCH = 500  # calls in one JSON-RPC batch (call_many)
 
 
 def connect(rpc_url: str, timeout_s: float = 30.0) -> Web3:
@@ -81,6 +82,22 @@ class ChainClient:
     def call(self, fn: Any, what: str = "call") -> Any:
         with self.errors.mapped(what):
             return fn.call()
+
+    def call_many(self, fns: list[Any], what: str = "call") -> list[Any]:
+        """``call`` for each of ``fns``, answered in order, over JSON-RPC batches of
+        ``CALL_BATCH`` requests: one HTTP exchange a batch instead of one a call (100 clients'
+        ``redeemedOf`` at an epoch's close: about 1 s one by one)."""
+        out: list[Any] = []
+        for start in range(0, len(fns), CALL_BATCH):
+            with self.errors.mapped(what), self.w3.batch_requests() as batch:
+                for fn in fns[start : start + CALL_BATCH]:
+                    batch.add(fn)
+                answers = batch.execute()
+            for answer in answers:
+                if isinstance(answer, dict) and "error" in answer:  # one call of the batch failed
+                    raise ChainError(f"{what}: {answer['error']}")
+            out.extend(answers)
+        return out
 
     def _allocate_nonce(self) -> int:
         chain_next = self.w3.eth.get_transaction_count(

@@ -97,3 +97,27 @@ def test_chain_client_names_the_solidity_error(node: tuple[Any, Any]) -> None:
         )
     assert caught.value.name == "AccessControlUnauthorizedAccount", caught.value.detail
     assert caught.value.revert_args[0].lower() == stranger.address.lower()
+
+
+def test_call_many_answers_in_order_across_batches_and_names_a_revert(
+    node: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w3, deployment = node
+    client = ChainClient(w3, deployment, ARTIFACTS)
+    admin = Account.from_key(dev_keys(1)[0]).address
+    fns = [
+        client.token.functions.totalSupply(),
+        client.token.functions.balanceOf(admin),
+        client.token.functions.decimals(),
+        client.settlement.functions.lastEpoch(),
+        client.token.functions.balanceOf(Account.create().address),
+    ]
+    one_by_one = [client.call(fn) for fn in fns]
+    assert len(set(one_by_one)) >= 3  # the order is seen
+    monkeypatch.setattr("ledger.chain.client.CALL_BATCH", 2)  # three batches
+    assert client.call_many(fns, "reads") == one_by_one
+    assert client.call_many([], "reads") == []
+    reverting = client.token.functions.transfer(admin, 1)  # from an account holding none
+    with pytest.raises(ChainError) as caught:
+        client.call_many([fns[0], reverting], "reads")
+    assert caught.value.name == "ERC20InsufficientBalance", caught.value.detail

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,8 @@ class StopAfterPull(ApiClient):
         super().__init__(*args, **kwargs)
         self.stop = stop
 
-    def pull(self, max_items: int, cancel: Any = None) -> list[Any]:
-        assignments = super().pull(max_items, cancel)
+    def pull(self, max_items: int, cancel: Any = None, wait_s: float = 0.0) -> list[Any]:
+        assignments = super().pull(max_items, cancel, wait_s)
         if assignments:
             self.stop.set()
         return assignments
@@ -239,3 +240,49 @@ def _expired_of(live: LiveApi, jobs: list[str], worker: str) -> set[str]:
         for a in live.assignments(jobs)
         if a.worker == worker and a.status == AssignmentStatus.EXPIRED
     }
+
+
+class CountingPulls(ApiClient):
+    """The real client, noting each pull: when it began, and (wait asked, seconds it took,
+    assignments) when it ended."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started: list[float] = []
+        self.pulls: list[tuple[float, float, int]] = []
+
+    def pull(self, max_items: int, cancel: Any = None, wait_s: float = 0.0) -> list[Any]:
+        self.started.append(start := time.monotonic())
+        assignments = super().pull(max_items, cancel, wait_s)
+        self.pulls.append((wait_s, time.monotonic() - start, len(assignments)))
+        return assignments
+
+
+def test_an_idle_agent_waits_at_the_api_and_is_woken_by_work(
+    live: LiveApi, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle, the agent's pull waits at the API (``long_poll_s``) instead of asking every few
+    ms; a job assigned to it is taken at once, by the wake-up: the API's fallback read is
+    set to 30 s, so only the wake-up can answer the waiting pull with the job."""
+    from ledger import notify
+
+    monkeypatch.setattr(notify, "FALLBACK_S", 30.0)
+    env = live.env
+    settings = _settings(live, 0, models_dir, tmp_path, long_poll_s=6, heartbeat_interval_s=60)
+    client = CountingPulls(settings, env.contributors[0].device)
+    running = _start(live, 0, settings, client=client)
+    try:
+        time.sleep(2)
+        assert len(client.started) == 1 and client.pulls == []  # one pull, waiting
+        while True:  # a job for contributor 0 (replicas go to two of the three)
+            job_id = env.submit_job(samples(1, start=len(client.started)))["job_id"]
+            if env.contributors[0] in env.assigned(job_id):
+                break
+        submitted = time.monotonic()
+        wait_for(
+            "the job's result", lambda: _submitted_by(live, [job_id], env.contributors[0].worker)
+        )
+        assert time.monotonic() - submitted < 3.0
+        assert client.pulls[0][0] >= 5 and client.pulls[0][2] == 1  # the waiting pull got it
+    finally:
+        running.stop()
