@@ -1,7 +1,9 @@
 """Epoch close time at two sizes: the real ``ledger.epochs.close_epoch`` over N decided jobs,
 split into its steps (tree: the jobs frozen and the epoch document with both Merkle trees
-built from the database; file: its canonical bytes, hash and durable write; chain: the
-vouchers redeemed and ``postEpoch`` on a Hardhat node), against the baseline measured in
+built from the database; file: its canonical bytes and durable write, its hash computed
+beside the write; chain: the vouchers redeemed, beside the file step, and ``postEpoch``
+after it, on a Hardhat node: so the steps add up to more than the close), against the
+baseline measured in
 the same run on the same jobs: the epoch's results tree built from leaves already in
 memory (``protocol.merkle.build_results``), the least any close must do per job.
 
@@ -182,7 +184,7 @@ class Timers:
 
 def close_timed(ctx: Context) -> dict[str, Any]:
     timers = Timers()
-    for name in ("open_epoch", "build_document", "settle_on_chain", "_write_atomic"):
+    for name in ("open_epoch", "build_document", "redeem_vouchers", "post_root", "_write_atomic"):
         timers.wrap(epochs, name)
     for name in ("canonical_bytes", "file_hash"):
         timers.wrap(epochfile, name)
@@ -199,8 +201,10 @@ def close_timed(ctx: Context) -> dict[str, Any]:
         "jobs": outcome.jobs,
         "total_s": round(total, 3),
         "tree_s": round(s["open_epoch"] + s["build_document"], 3),
-        "file_s": round(s["canonical_bytes"] + s["file_hash"] + s["_write_atomic"], 3),
-        "chain_s": round(s["settle_on_chain"], 3),
+        # the hash runs beside the write, and the redemptions beside both: the steps' sum
+        # is more than the close
+        "file_s": round(s["canonical_bytes"] + s["_write_atomic"], 3),
+        "chain_s": round(s["redeem_vouchers"] + s["post_root"], 3),
         "gas_used": outcome.gas_used,
         "steps_s": {k: round(v, 3) for k, v in s.items()},
     }

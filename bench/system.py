@@ -17,14 +17,14 @@ worker, one device agent per contributor, each a process of its own on this mach
   and its largest inference process) after each size, jobs counted since start.
 
 MiniLM's runs are ``--minilm-share`` (0.2) of each size: its jobs cost about 200 times the
-CNN's. Each part runs the agents with settings of its own. For latency: ``submit_linger_s``
-0, an idle poll fixed at ``--idle-sleep-s`` (50 ms, their first idle sleep; by default it
-grows to 250 ms, and the results wait up to 0.1 s for company: most of an idle request's
-latency by themselves), pulls and submissions of up to 64. Polling more often is no faster
-here: each pull is a write transaction on SQLite, and more writers made requests slower. For
-throughput (``--throughput-agents``): the agents' own defaults (pulls of 16 new jobs,
-results waiting up to 0.1 s for company while others run), or ``latency``, the latency
-part's; when the two differ, the agents are restarted between the parts. ``--api-server
+CNN's. For latency the agents run with their defaults: an idle pull waits at the API up to
+``--long-poll-s`` (2 s) and is answered when an assignment for it commits, and the client's
+long poll when the decision commits (wake-ups through Redis, ``ledger/notify.py``); a lone
+result is submitted at once. ``--long-poll-s 0`` measures the idle polling of before, fixed
+at ``--idle-sleep-s``. For throughput (``--throughput-agents``): the agents' own defaults
+(pulls of 16 new jobs, results waiting up to 0.1 s for company while others run), or
+``latency``, the latency part's; when the two differ, the agents are restarted between the
+parts. ``--api-server
 uvicorn`` runs the API as ``make demo`` does instead of ``python -m api.serve``. Prints a
 table and writes bench/results/system.json. Usage: ``.venv/bin/python bench/system.py [--models
 digits-cnn,minilm-l6] [--sizes 1000,3000] [--latency-requests 200] [--replicas 2]``.
@@ -69,6 +69,7 @@ from protocol import tensors, text  # noqa: E402
 from protocol.eip712 import Voucher, sign_voucher  # noqa: E402
 from protocol.errors import ProtocolError  # noqa: E402
 from protocol.manifest import Manifest, load_models  # noqa: E402
+from worker.config import WorkerSettings  # noqa: E402
 from worker.errors import WorkerError  # noqa: E402
 from worker.model_files import model_bytes  # noqa: E402
 
@@ -87,6 +88,7 @@ SENTENCES = [
 # The agents' settings for the throughput part, from the latency part's: their own defaults
 # (results wait up to 0.1 s for company while others run; pulls of 16 new jobs, each asking
 # for what they hold as well, within the API's pull_batch_max of 64), or the latency part's.
+LONG_POLL_DEFAULT_S = WorkerSettings.model_fields["long_poll_s"].default
 THROUGHPUT_AGENTS: dict[str, Callable[[dict[str, str]], dict[str, str]]] = {
     "defaults": lambda latency_env: {},
     "latency": lambda latency_env: dict(latency_env),
@@ -347,7 +349,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32, help="connections of the load")
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--in-flight-max", type=int, default=4_000, help="jobs undecided at once")
-    parser.add_argument("--idle-sleep-s", type=float, default=0.05, help="agents' idle poll")
+    parser.add_argument(
+        "--long-poll-s", type=float, default=LONG_POLL_DEFAULT_S,
+        help="latency part: how long an idle agent's pull waits at the API (0: idle polling)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--idle-sleep-s", type=float, default=0.05,
+        help="latency part with --long-poll-s 0: the agents' fixed idle poll",
+    )  # fmt: skip
     parser.add_argument(
         "--throughput-agents", choices=sorted(THROUGHPUT_AGENTS), default="defaults",
         help="the agents' settings for throughput: their defaults, or the latency part's",
@@ -360,13 +369,12 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="a folder to keep data and logs in")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    latency_env = {
-        "INFERLEDGER_WORKER_SUBMIT_LINGER_S": "0",
-        "INFERLEDGER_WORKER_POLL_INTERVAL_S": str(args.idle_sleep_s),
-        "INFERLEDGER_WORKER_MAX_IDLE_SLEEP_S": str(args.idle_sleep_s),
-        "INFERLEDGER_WORKER_PULL_BATCH": "64",
-        "INFERLEDGER_WORKER_SUBMIT_BATCH": "64",
-    }
+    latency_env: dict[str, str] = {}  # the agents' defaults, but for the idle wait
+    if args.long_poll_s != LONG_POLL_DEFAULT_S:
+        latency_env["INFERLEDGER_WORKER_LONG_POLL_S"] = str(args.long_poll_s)
+    if args.long_poll_s == 0:  # the idle polling of before the wake-ups, at a fixed pace
+        latency_env["INFERLEDGER_WORKER_POLL_INTERVAL_S"] = str(args.idle_sleep_s)
+        latency_env["INFERLEDGER_WORKER_MAX_IDLE_SLEEP_S"] = str(args.idle_sleep_s)
     throughput_env = THROUGHPUT_AGENTS[args.throughput_agents](latency_env)
     devices = max(1, cores() // 2)  # two agents: together one inference process per core
     with tempfile.TemporaryDirectory(prefix="il-system-") as tmp:

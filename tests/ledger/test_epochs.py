@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 from web3 import Web3
 
 from ledger import epochs, journal
+from ledger.chain.client import ChainClient
 from ledger.config import REPO_ROOT
 from ledger.context import Context
 from ledger.db import session_scope
@@ -55,9 +56,10 @@ def ctx(chain: Any, sqlite_url: str, tmp_path: Path) -> Iterator[Context]:
     yield context
 
 
-def _job(ctx: Context, chain: Any, n: int, *, agree: bool = True) -> str:
-    """Client 1's n-th job (cumulative voucher n * PRICE), answered and reconciled."""
-    key = chain.keys[1]
+def _job(ctx: Context, chain: Any, n: int, *, agree: bool = True, client_key: int = 1) -> str:
+    """A client's n-th job (cumulative voucher n * PRICE; client 1 unless ``client_key``
+    names another of the chain's keys), answered and reconciled."""
+    key = chain.keys[client_key]
     client = Account.from_key(key).address
     expiry = int(time.time()) + 7200
     sig = sign_voucher(
@@ -277,3 +279,41 @@ def test_epochs_crash_after_a_chain_step_finishes_without_repeating_it(
         assert row is not None and row.status == EpochStatus.POSTED and row.root == doc["root"]
     assert close_epoch(ctx) is None
     assert _last_epoch(ctx) == 1
+
+
+def test_epochs_redeem_only_the_clients_the_epoch_charged(
+    ctx: Context, chain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client charged by no job of the epoch keeps the target an earlier epoch redeemed:
+    its voucher is not sent again. A fresh epoch asks the chain nothing before redeeming."""
+    other = ChainClient(chain.w3, ctx.deployment, ARTIFACTS, chain.keys[6])
+    ctx.chain.transact(ctx.chain.token.functions.mint(other.address, DEPOSIT), "mint")
+    other.transact(other.token.functions.approve(ctx.deployment.vault, DEPOSIT), "approve")
+    other.transact(other.vault.functions.deposit(DEPOSIT), "deposit")
+    sent: list[list[str]] = []
+    asked: list[int] = []
+    transact, call_many = ctx.chain.transact, ctx.chain.call_many
+
+    def noting_transact(fn: Any, what: str, gas: int | None = None) -> dict[str, Any]:
+        if what == "redeem":
+            sent.append([item[0][0].lower() for item in fn.args[0]])
+        return transact(fn, what, gas)
+
+    def noting_call_many(fns: list[Any], what: str = "call") -> list[Any]:
+        asked.append(len(fns))
+        return call_many(fns, what)
+
+    monkeypatch.setattr(ctx.chain, "transact", noting_transact)
+    monkeypatch.setattr(ctx.chain, "call_many", noting_call_many)
+    client = Account.from_key(chain.keys[1]).address.lower()
+    _job(ctx, chain, 1)
+    _job(ctx, chain, 1, client_key=6)
+    assert close_epoch(ctx) is not None
+    assert sorted(sent.pop()) == sorted([client, other.address.lower()])
+    assert _redeemed(ctx) == 2 * PRICE
+    _job(ctx, chain, 2)  # client 1 only
+    assert close_epoch(ctx) is not None
+    assert sent == [[client]] and asked == []  # the other client's voucher is not sent again
+    assert _redeemed(ctx) == 3 * PRICE
+    _, doc = _file(ctx, 2)
+    assert len(doc["vouchers"]) == 2  # the file still lists both clients' vouchers
