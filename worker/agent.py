@@ -70,6 +70,7 @@ class Agent:
         self._client = client
         self._held = Holdings()
         self._long_polled = False  # the last pull waited at the API for work
+        self._drained = False  # the last pull got fewer new assignments than it asked for
         self._courier = Courier(settings, client, self._held, self.stats)
         self._pool: Pool | None = None
         self._stopping = False
@@ -148,16 +149,22 @@ class Agent:
         errors = Backoff(self.settings.backoff_initial_s, self.settings.max_backoff_s)
         idle = Backoff(self.settings.poll_interval_s, self.settings.max_idle_sleep_s, lambda: 1.0)
         next_pull = last_stats = time.monotonic()
+        holding = False
         while not stop.is_set():
             try:
                 self._collect()
                 self._courier.flush(Grace(stop, self.settings.shutdown_grace_s), force=False)
+                if holding and not self._held.count():  # all done: wait for work at once
+                    next_pull = min(next_pull, time.monotonic())
                 self._courier.beat(stop)
                 if time.monotonic() >= next_pull and self._pull_due():
                     if self._pull(stop):
                         idle.reset()
+                        if self._drained:  # the API had no more: not asked again at once
+                            next_pull = time.monotonic() + idle.next_delay()
                     elif not self._long_polled:  # a long poll has waited already
                         next_pull = time.monotonic() + idle.next_delay()
+                holding = self._held.count() > 0
                 errors.reset()
             except AuthRefused:
                 raise
@@ -224,6 +231,7 @@ class Agent:
                 self._skip(Skipped(None, "malformed_assignment", "no well-formed job_id"))
                 continue
             new.append((key, raw))
+        self._drained = len(new) < want
         for chunk in chunks(new, self._pool.size):
             self._start([key for key, _ in chunk], [raw for _, raw in chunk])
         self.stats.held = self._held.count()

@@ -250,6 +250,7 @@ class CountingPulls(ApiClient):
         super().__init__(*args, **kwargs)
         self.started: list[float] = []
         self.pulls: list[tuple[float, float, int]] = []
+        self.submitted: list[float] = []
 
     def pull(self, max_items: int, cancel: Any = None, wait_s: float = 0.0) -> list[Any]:
         self.started.append(start := time.monotonic())
@@ -257,18 +258,35 @@ class CountingPulls(ApiClient):
         self.pulls.append((wait_s, time.monotonic() - start, len(assignments)))
         return assignments
 
+    def submit(self, results: list[dict[str, Any]], cancel: Any = None) -> Any:
+        statuses = super().submit(results, cancel)
+        self.submitted.append(time.monotonic())
+        return statuses
+
 
 def test_an_idle_agent_waits_at_the_api_and_is_woken_by_work(
     live: LiveApi, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Idle, the agent's pull waits at the API (``long_poll_s``) instead of asking every few
     ms; a job assigned to it is taken at once, by the wake-up: the API's fallback read is
-    set to 30 s, so only the wake-up can answer the waiting pull with the job."""
+    set to 30 s, so only the wake-up can answer the waiting pull with the job. The API had
+    no more, so the agent does not ask again while it runs the job (the answer would only
+    deliver the job again); once the result is in, it waits for work again at once, not
+    after an idle pause (set to 2 s here)."""
     from ledger import notify
 
     monkeypatch.setattr(notify, "FALLBACK_S", 30.0)
     env = live.env
-    settings = _settings(live, 0, models_dir, tmp_path, long_poll_s=6, heartbeat_interval_s=60)
+    settings = _settings(
+        live,
+        0,
+        models_dir,
+        tmp_path,
+        long_poll_s=6,
+        heartbeat_interval_s=60,
+        poll_interval_s=2,
+        max_idle_sleep_s=2,
+    )
     client = CountingPulls(settings, env.contributors[0].device)
     running = _start(live, 0, settings, client=client)
     try:
@@ -284,5 +302,8 @@ def test_an_idle_agent_waits_at_the_api_and_is_woken_by_work(
         )
         assert time.monotonic() - submitted < 3.0
         assert client.pulls[0][0] >= 5 and client.pulls[0][2] == 1  # the waiting pull got it
+        wait_for("the next pull", lambda: client.submitted and len(client.started) >= 2)
+        assert client.started[1] - client.submitted[0] < 1.0  # no idle pause after the work
+        assert [p[2] for p in client.pulls] == [1]  # the job was not delivered twice
     finally:
         running.stop()
