@@ -8,9 +8,9 @@ anything is sent on chain. Each raises ``InvariantViolation`` (never ``assert``,
 - ``no_negative_balance``: no client or contributor account is below zero.
 - ``escrow_matches_open_jobs``: escrow holds exactly the prices of undecided jobs.
 - ``unit_conserves``: the three checks above on what one unit of work changed (the
-  accounts it locked, the escrow against the prices of the jobs it opened); the hot path
-  of paid job admission runs it instead of ``check_money``, whose queries read every
-  account and every open job (see the function).
+  accounts it locked, the escrow against the prices of the jobs it opened or decided); the
+  hot paths, paid job admission and reconcile, run it instead of ``check_money``, whose
+  queries read every account and every open job (see the function).
 - ``epoch_conserves``: an epoch's cumulative payouts plus fees equal what is redeemed from
   clients, and the leaves sum to the cumulative payout (checked in ``ledger.epochs``).
 """

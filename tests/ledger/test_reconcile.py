@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -354,3 +355,24 @@ def test_within_tolerance_integers_must_be_equal() -> None:
     ids = np.arange(6, dtype=np.int64).reshape(1, 6)
     assert within_tolerance(_wire(ids, "ids"), _wire(ids.copy(), "ids"), 0.5, 1 << 16)
     assert not within_tolerance(_wire(ids, "ids"), _wire(ids + 1, "ids"), 5.0, 1 << 16)
+
+
+@pytest.mark.parametrize("skim", [1, -1])
+def test_reconcile_that_moves_other_than_the_price_is_refused_and_changes_nothing(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch, skim: int
+) -> None:
+    """Reconcile checks what its unit of work moved (``unit_conserves``): pays and fee that
+    do not add up to the price of the job they decide (a bug planted in the split, one wei
+    either way) leave escrow off by that wei: refused, and nothing is written."""
+    jid = _job(ctx, [(C1, W1, FP, R1), (C2, W2, FP, R1)])
+    before = snapshot(ctx.engine)
+
+    def bad_split(price: int, fee_bps: int, contributors: list[str]) -> Any:
+        shares, fee = split(price, fee_bps, contributors)
+        return shares, fee - skim
+
+    monkeypatch.setattr("ledger.reconcile.split", bad_split)
+    with pytest.raises(invariants.InvariantViolation, match="escrow_matches_open_jobs"):
+        _reconcile(ctx)
+    assert snapshot(ctx.engine) == before
+    assert _get(ctx, jid).status == JobStatus.SUBMITTED
