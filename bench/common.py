@@ -98,6 +98,18 @@ def tree_peak_rss_mib(pid: int) -> float | None:
     return best
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) used so far by ``pid`` and its live descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    except (OSError, IndexError):  # gone
+        return 0.0
+    return total + sum(tree_cpu_s(child) for child in children(pid))
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from /proc/*/stat)."""
     out: list[int] = []

@@ -59,6 +59,7 @@ from bench.common import (  # noqa: E402
     peak_rss_mib,
     read_status,
     table,
+    tree_cpu_s,
     tree_peak_rss_mib,
     write_result,
 )  # noqa: E402
@@ -217,25 +218,30 @@ def latency(stack: Stack, payer: Payer, work: Workload, requests: int, sent: int
     """One request at a time, each waited for: the round trips in ms."""
     streams = payer.bodies(work, requests + 10, sent)
     bodies = [b for stream in streams for b in stream]  # each client's vouchers in order
-    samples, posts = [], []
+    samples: list[float] = []
+    cpu: dict[str, float] = {}
     with httpx.Client(base_url=stack.api_url, timeout=30) as http:
         for n, body in enumerate(bodies):
             started = time.perf_counter()
-            r = http.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
-            if r.status_code != 202:
+            r = http.post(
+                "/v1/jobs",
+                content=body,
+                headers={"Content-Type": "application/json"},
+                params={"wait_s": 10},  # one exchange: answered once the job is decided
+            )
+            if r.status_code not in (200, 202):
                 raise SystemExit(f"POST /v1/jobs answered {r.status_code}: {r.text}")
-            job_id = r.json()["job_id"]
-            posted = time.perf_counter()
-            while True:
-                job = http.get(f"/v1/jobs/{job_id}", params={"wait_s": 10}).json()
-                if job["status"] in ("accepted", "failed"):
-                    break
+            job = r.json()
+            while job["status"] not in ("accepted", "failed"):
                 stack.procs.check_alive()
+                job = http.get(f"/v1/jobs/{job['job_id']}", params={"wait_s": 10}).json()
             if job["status"] != "accepted":
-                raise SystemExit(f"job {job_id} {job['status']}: {job.get('failure')}")
+                raise SystemExit(f"job {job['job_id']} {job['status']}: {job.get('failure')}")
+            if n == 9:
+                cpu = _cpu(stack)
             if n >= 10:  # the first ten warm every part
                 samples.append((time.perf_counter() - started) * 1e3)
-                posts.append((posted - started) * 1e3)
+    cpu = {k: v - cpu[k] for k, v in _cpu(stack).items()}
     raw = work.raw_ms
     q = statistics.quantiles(samples, n=100, method="inclusive")
     return {
@@ -245,8 +251,18 @@ def latency(stack: Stack, payer: Payer, work: Workload, requests: int, sent: int
         "raw_ms_median": round(raw, 3),
         "added_ms_p50": round(statistics.median(samples) - raw, 2),
         "added_ms_p99": round(q[98] - raw, 2),
-        "post_ms_p50": round(statistics.median(posts), 2),  # of which: the answer to the POST
+        # CPU ms a request costs each part (all its processes), averaged over the requests
+        "cpu_ms_per_request": {k: round(v * 1e3 / len(samples), 2) for k, v in cpu.items()},
     }
+
+
+def _cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of each part of the stack, and of this process (the client)."""
+    parts = {"api": stack.pids["api"], "celery": stack.pids["celery_worker"]}
+    parts |= {k: v for k, v in stack.pids.items() if k.startswith("device_")}
+    out = {name: tree_cpu_s(pid) for name, pid in parts.items()}
+    out["client"] = time.process_time()
+    return out
 
 
 async def _send_stream(port: int, stream: list[bytes], statuses: list[int]) -> None:
@@ -456,12 +472,15 @@ def run(
 def report(figures: dict[str, Any]) -> None:
     rows: list[list[Any]] = [
         [name, f["requests"], f["e2e_ms_p50"], f["e2e_ms_p99"], f["raw_ms_median"],
-         f["added_ms_p50"], f["added_ms_p99"], f["post_ms_p50"]]
+         f["added_ms_p50"], f["added_ms_p99"]]
         for name, f in figures["latency"].items()
     ]  # fmt: skip
     heads = ["latency", "requests", "e2e p50 ms", "e2e p99 ms", "raw ms", "added p50", "added p99"]
-    heads.append("POST p50")
     print("\n" + table(heads, rows))
+    cpu = {name: f["cpu_ms_per_request"] for name, f in figures["latency"].items()}
+    parts = sorted({p for c in cpu.values() for p in c})
+    rows = [[name, *(c.get(p, "") for p in parts)] for name, c in cpu.items()]
+    print("\n" + table(["CPU ms per request", *parts], rows))
     rows = [
         [name, f["jobs"], f["verified_per_s"], f["raw_per_s"], f["ratio"]]
         for name, runs in figures["throughput"].items()

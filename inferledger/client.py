@@ -131,15 +131,20 @@ class InferenceClient:
         return self._cumulative_wei
 
     # -- paying ------------------------------------------------------------------------
-    def submit(self, model: str, inputs: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
-        """Sign the next voucher and submit the job; returns the job as the API sees it."""
+    def submit(
+        self, model: str, inputs: dict[str, npt.NDArray[Any]], wait_s: float = 0.0
+    ) -> dict[str, Any]:
+        """Sign the next voucher and submit the job; returns the job as the API sees it.
+        ``wait_s``: the API answers once the job is decided or the wait runs out (one
+        exchange instead of two). Other threads of this client wait meanwhile to submit
+        (vouchers must reach the API in order): for a client that sends one at a time."""
         rows = next(iter(inputs.values())).shape[0]
         encoded = {name: tensors.encode(a) for name, a in inputs.items()}
-        return self._submit(model, rows, {"inputs": encoded})
+        return self._submit(model, rows, {"inputs": encoded}, wait_s)
 
-    def submit_texts(self, model: str, texts: list[str]) -> dict[str, Any]:
+    def submit_texts(self, model: str, texts: list[str], wait_s: float = 0.0) -> dict[str, Any]:
         """The same for a text model (``input_kind`` text): one row per text."""
-        return self._submit(model, len(texts), {"texts": list(texts)})
+        return self._submit(model, len(texts), {"texts": list(texts)}, wait_s)
 
     def _signed(self, model_hash: str, payload: dict[str, Any], cumulative: int) -> dict[str, Any]:
         if self.account is None:
@@ -157,7 +162,10 @@ class InferenceClient:
             "signature": "0x" + sig.hex(),
         }
 
-    def _submit(self, model: str, rows: int, payload: dict[str, Any]) -> dict[str, Any]:
+    def _submit(
+        self, model: str, rows: int, payload: dict[str, Any], wait_s: float = 0.0
+    ) -> dict[str, Any]:
+        params = {"wait_s": min(wait_s, POLL_MAX_S)} if wait_s > 0 else None
         found = self.model(model)
         price = int(found["price_per_row_wei"]) * rows
         with self._lock:  # vouchers must reach the API in increasing order
@@ -167,7 +175,9 @@ class InferenceClient:
                 cumulative = (self._cumulative_wei or 0) + price
                 body = self._signed(found["model_hash"], payload, cumulative)
                 try:
-                    job: dict[str, Any] = raise_for(self.http.post("/v1/jobs", json=body))
+                    job: dict[str, Any] = raise_for(
+                        self.http.post("/v1/jobs", json=body, params=params)
+                    )
                 except VoucherRefused as exc:
                     if exc.code not in RESYNC_CODES or attempt:
                         raise

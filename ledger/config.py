@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     epoch_interval_s: float = Field(30.0, gt=0)
     reconcile_interval_s: float = Field(2.0, gt=0)
     reconcile_batch_size: int = Field(2_000, ge=1, le=10_000)
+    # a submission that makes at most this many jobs ready decides them itself (0: never;
+    # all go to the Celery reconciler); more go to the reconciler, which batches them
+    reconcile_inline_max: int = Field(8, ge=0, le=10_000)
     # paid jobs admitted per unit of work (group commit); 1: one commit per request
     ingest_batch_max: int = Field(256, ge=1, le=10_000)
     ingest_linger_s: float = Field(0.02, ge=0, le=1)  # under load, wait this long for more

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -53,12 +55,61 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
+        _writer_turns(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+WRITER_WAIT_S = 30.0  # as the busy timeout: a writer waits this long for its turn, then fails
+
+
+def _writer_turns(engine: Engine) -> None:
+    """Every unit of work on ``engine`` begins with ``BEGIN IMMEDIATE`` (SQLite's one writer at
+    a time, taken at once, so that no reader has to upgrade later and fail); the threads of
+    this process also take their turns through one lock, released the moment the holder
+    commits or rolls back. Without the lock, a thread that finds the write lock taken waits in
+    SQLite's busy handler, which sleeps 1, 2, 5, 10, 15, 20 ms... between tries: a request
+    behind a transaction of 2 ms waited 10 to 20 ms (docs/performance.md, *Latency added*).
+    Other processes on the same file still meet the busy handler."""
+    turn = threading.Lock()
+    holders: set[int] = set()  # the DBAPI connections that hold the turn
+    dialect = engine.dialect
+
+    def _raw(connection: Any) -> Any:
+        return getattr(connection, "dbapi_connection", connection)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if not turn.acquire(timeout=WRITER_WAIT_S):
+            raise sqlite3.OperationalError(
+                f"database is locked: no turn to write within {WRITER_WAIT_S} s"
+            )
+        raw = _raw(conn.connection)
+        holders.add(id(raw))
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _give_back(raw)  # unless the failure's own rollback gave it back already
+            raise
+
+    def _give_back(connection: Any) -> None:
+        key = id(_raw(connection))
+        if key in holders:
+            holders.discard(key)
+            turn.release()
+
+    def _ending(end: Any) -> Any:
+        def ended(dbapi_connection: Any) -> None:
+            try:
+                end(dbapi_connection)
+            finally:
+                _give_back(dbapi_connection)
+
+        return ended
+
+    dialect.do_commit = _ending(dialect.do_commit)  # type: ignore[method-assign]
+    dialect.do_rollback = _ending(dialect.do_rollback)  # type: ignore[method-assign]
+    dialect.do_close = _ending(dialect.do_close)  # type: ignore[method-assign]
 
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,17 +197,24 @@ def _larger_page_cache(session: Session) -> None:
         session.connection().exec_driver_sql(f"PRAGMA cache_size = -{RECONCILE_CACHE_KIB}")
 
 
-def reconcile_batch(session: Session, ctx: Context, limit: int) -> ReconcileReport:
-    """Decide up to ``limit`` submitted jobs, oldest first, as one unit of work."""
-    _larger_page_cache(session)
-    report = ReconcileReport()
-    jobs = session.execute(
+def reconcile_batch(
+    session: Session, ctx: Context, limit: int, job_ids: Collection[str] | None = None
+) -> ReconcileReport:
+    """Decide up to ``limit`` submitted jobs, oldest first, as one unit of work; only those
+    of ``job_ids`` where given (``decide_now``)."""
+    query = (
         select(col(Job.id), col(Job.client), col(Job.model_hash), col(Job.price_wei))
         .where(col(Job.status) == JobStatus.SUBMITTED)
         .order_by(col(Job.created_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
-    ).all()
+    )
+    if job_ids is None:
+        _larger_page_cache(session)
+    else:
+        query = query.where(col(Job.id).in_(sorted(job_ids)))
+    report = ReconcileReport()
+    jobs = session.execute(query).all()
     if not jobs:
         return report
     votes = _votes(session, [j.id for j in jobs])
@@ -259,3 +267,23 @@ def reconcile_batch(session: Session, ctx: Context, limit: int) -> ReconcileRepo
         report.extended,
     )
     return report
+
+
+def decide_now(session: Session, ctx: Context, job_ids: Collection[str]) -> bool:
+    """Decide ``job_ids`` (made ready by the submission in ``session``) in the same unit of
+    work, inside a savepoint: the request that stores a job's last vote answers its client
+    at once, without the trip through Celery (docs/architecture.md, *Deciding in the
+    request*). True if they were decided; False where there were more than
+    ``reconcile_inline_max`` or the decision failed (the savepoint is rolled back, the votes
+    stay, and the caller leaves the jobs to the Celery reconciler)."""
+    if not job_ids or len(job_ids) > ctx.settings.reconcile_inline_max:
+        return False
+    try:
+        with session.begin_nested():
+            reconcile_batch(session, ctx, len(job_ids), job_ids)
+    except Exception:  # the reconciler decides them: never lose the submission for this
+        logger.exception(
+            "deciding %d jobs in the request failed; left to the reconciler", len(job_ids)
+        )
+        return False
+    return True

@@ -146,6 +146,7 @@ class _Reading:
     cursor: tuple[int, str | None]
     known: bool
     eligible: bool
+    at: float  # when it was read (the catch-up's clock)
 
 
 # Per process and index: the last reading of each worker (at most ``READINGS_MAX``). The index
@@ -161,9 +162,41 @@ def refresh_eligibility(session: Session, ctx: Context, worker: Worker) -> None:
     which also says why unconfirmed events count). The index first catches up within
     ``ctx.catch_up``'s limits (at most once a second per process); a worker the index does
     not know yet (sign-in found it on chain a moment ago) has a catch-up of its own. Where the
-    index has not moved since this worker's last reading, that reading is used again."""
+    index has not moved since this worker's last reading, that reading is used again; while
+    that reading is younger than the catch-up's interval, the index is not asked to catch up
+    either (it would not have: an agent asks at every pull and every wake-up), and one read
+    of its cursor is all the check costs."""
     readings = _readings.setdefault(ctx.index, {})
     key = (worker.address.lower(), worker.contributor.lower())
+    last = readings.get(key)
+    catch_up = ctx.catch_up
+    now_m = catch_up.clock()
+    if (
+        last is not None
+        and now_m - last.at < catch_up.min_interval_s
+        and last.cursor == ctx.index.cursor(session)
+    ):
+        eligible = last.eligible
+    else:
+        eligible = _read_eligibility(session, ctx, worker, readings, key, now_m)
+    now = time.time()
+    # written only when it changes, and the time of the check to within a second: a pull
+    # must not rewrite the worker's row for nothing
+    if worker.eligible != eligible or not now - worker.checked_at < CHECKED_RESOLUTION_S:
+        worker.eligible, worker.checked_at = eligible, now
+    session.add(worker)
+
+
+def _read_eligibility(
+    session: Session,
+    ctx: Context,
+    worker: Worker,
+    readings: dict[tuple[str, str], _Reading],
+    key: tuple[str, str],
+    now_m: float,
+) -> bool:
+    """The index caught up (within its limits) and this worker's eligibility read from it,
+    or the last reading again where the index has not moved since."""
     last = readings.get(key)
     if last is not None and last.cursor == ctx.index.cursor(session):
         known = last.known
@@ -172,16 +205,11 @@ def refresh_eligibility(session: Session, ctx: Context, worker: Worker) -> None:
     ctx.catch_up(session, "eligibility" if known else f"worker:{worker.address.lower()}")
     cursor = ctx.index.cursor(session)
     if last is not None and last.cursor == cursor:
-        eligible = last.eligible
-    else:
-        status = projection.worker_status(session, worker.address, worker.contributor)
-        eligible = status.eligible(ctx.min_stake_wei)
-        if len(readings) >= READINGS_MAX:
-            readings.clear()
-        readings[key] = _Reading(cursor, status.owner is not None, eligible)
-    now = time.time()
-    # written only when it changes, and the time of the check to within a second: a pull
-    # must not rewrite the worker's row for nothing
-    if worker.eligible != eligible or not now - worker.checked_at < CHECKED_RESOLUTION_S:
-        worker.eligible, worker.checked_at = eligible, now
-    session.add(worker)
+        readings[key] = _Reading(cursor, last.known, last.eligible, now_m)
+        return last.eligible
+    status = projection.worker_status(session, worker.address, worker.contributor)
+    eligible = status.eligible(ctx.min_stake_wei)
+    if len(readings) >= READINGS_MAX:
+        readings.clear()
+    readings[key] = _Reading(cursor, status.owner is not None, eligible, now_m)
+    return eligible

@@ -277,12 +277,12 @@ def _complete(session: Session, jobs: list[Job]) -> list[Job]:
 
 def submit(
     session: Session, ctx: Context, worker: Worker, items: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], int]:
-    """Record each valid item; return (per-item results in the items' order, number of jobs
-    now ready). The batch's assignments and jobs are read by one query up front; each item
-    then sees what the items before it recorded (the same job twice: the second is a
-    duplicate if it carries the same signature, else already submitted); nothing is written
-    until every item is checked, and completeness is one grouped query."""
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Record each valid item; return (per-item results in the items' order, the ids of the
+    jobs now ready to decide). The batch's assignments and jobs are read by one query up
+    front; each item then sees what the items before it recorded (the same job twice: the
+    second is a duplicate if it carries the same signature, else already submitted); nothing
+    is written until every item is checked, and completeness is one grouped query."""
     seen(worker)
     session.add(worker)
     held = _held(session, worker, {jid for item in items if (jid := _job_id(item))})
@@ -299,7 +299,7 @@ def submit(
     ready = _complete(session, pending)
     for job in ready:
         job.status = JobStatus.SUBMITTED
-    return results, len(ready)
+    return results, [job.id for job in ready]
 
 
 def heartbeat(session: Session, worker: Worker) -> int:

@@ -36,6 +36,7 @@ from ledger.models import Assignment, AssignmentStatus, Client, Job, JobStatus
 from protocol.manifest import Manifest
 
 router = APIRouter(prefix="/v1", tags=["clients"])
+DECIDED = (JobStatus.ACCEPTED, JobStatus.FAILED)
 
 
 def model_public(m: Manifest) -> ModelPublic:
@@ -81,7 +82,7 @@ def chain(ctx: ContextDep) -> ChainPublic:
 
 def job_public(session: Session | None, job: Job | JobRow) -> JobPublic:
     """The job as the API shows it; ``session`` is read only for a decided job's votes."""
-    decided = job.status in (JobStatus.ACCEPTED, JobStatus.FAILED)
+    decided = job.status in DECIDED
     votes = (
         session.exec(
             select(Assignment)
@@ -121,17 +122,25 @@ def job_public(session: Session | None, job: Job | JobRow) -> JobPublic:
     )
 
 
+WAIT_S = Query(0.0, ge=0.0, le=60.0)
+
+
 @router.post("/jobs", response_model=JobPublic, status_code=202)
-async def submit_job(body: JobCreate, ctx: ContextDep, response: Response) -> JobPublic:
+async def submit_job(
+    body: JobCreate, ctx: ContextDep, response: Response, wait_s: float = WAIT_S
+) -> JobPublic:
     """Check the request on this thread, then admit it with the others arriving meanwhile
-    (``ledger.ingest``: one unit of work for many requests); answered once committed. Each
-    client (the voucher's signer) has a rate limit (``ledger.ratelimit``): past it, 429."""
-    job, status = await _submit(ctx, body)
+    (``ledger.ingest``: one unit of work for many requests); answered once committed, 202
+    (200: a retry of a job already admitted). Each client (the voucher's signer) has a rate
+    limit (``ledger.ratelimit``): past it, 429. With ``wait_s`` the answer waits, as
+    ``GET /v1/jobs/{id}?wait_s=`` does, until the job is decided (200) or the wait runs out
+    (202): one exchange for a client that sends one request at a time."""
+    job, status = await _submit(ctx, body, wait_s)
     response.status_code = status
     return job
 
 
-async def _submit(ctx: Context, body: JobCreate) -> tuple[JobPublic, int]:
+async def _submit(ctx: Context, body: JobCreate, wait_s: float = 0.0) -> tuple[JobPublic, int]:
     req = JobRequest(
         model_hash=body.model,
         inputs=body.inputs,
@@ -144,6 +153,9 @@ async def _submit(ctx: Context, body: JobCreate) -> tuple[JobPublic, int]:
     prepared = prepare(ctx, req)  # CPU: the voucher's signature is checked here
     ctx.client_limits.take(prepared.req.client)  # a signed voucher's client: others cannot drain it
     job, created = await ctx.ingest.submit_async(prepared)  # then no thread
+    if wait_s > 0:
+        public = await run_in_threadpool(_when_decided, ctx, job.id, wait_s)
+        return public, 200 if public.status in DECIDED or not created else 202
     if created:
         return job_public(None, job), 202
     # a retry of a job already made
@@ -171,9 +183,10 @@ def lean_submit_route() -> Route:
             if not _json_content(request.headers.get("content-type")):
                 raise ValueError("not JSON")
             job_in = JobCreate.model_validate(json.loads(body))
+            wait_s = _wait_s(request.query_params.get("wait_s"))
         except (ValueError, ValidationError, RecursionError):  # JSONDecodeError, UnicodeError
             return _Handover(request.app.router, body)
-        job, status = await _submit(await _app_context(request.app), job_in)
+        job, status = await _submit(await _app_context(request.app), job_in, wait_s)
         return StarletteResponse(
             job.model_dump_json(), status_code=status, media_type="application/json"
         )
@@ -189,6 +202,16 @@ class _LeanRoute(Route):
         if scope.get(_HANDED_OVER):  # the router looks again and finds the FastAPI route
             return Match.NONE, {}
         return super().matches(scope)
+
+
+def _wait_s(raw: str | None) -> float:
+    """``wait_s`` as the FastAPI route reads it; ValueError where it would answer 422."""
+    if raw is None:
+        return 0.0
+    value = float(raw)
+    if not 0.0 <= value <= 60.0:  # also NaN
+        raise ValueError("wait_s out of range")
+    return value
 
 
 def _json_content(content_type: str | None) -> bool:
@@ -236,10 +259,15 @@ def _stored_job_public(ctx: Context, job: Job | JobRow) -> JobPublic:
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, ctx: ContextDep, wait_s: float = Query(0.0, ge=0.0, le=60.0)) -> JobPublic:
+def get_job(job_id: str, ctx: ContextDep, wait_s: float = WAIT_S) -> JobPublic:
     """The job, its result and the signed attestations behind it. ``wait_s`` long-polls
     until the job is decided or the wait runs out: woken by the decision's commit in
     whichever process made it (``ledger.notify``), reading again at least every 0.25 s."""
+    return _when_decided(ctx, job_id, wait_s)
+
+
+def _when_decided(ctx: Context, job_id: str, wait_s: float) -> JobPublic:
+    """The job once decided, or as it is when ``wait_s`` (at most ``wait_max_s``) runs out."""
     deadline = time.monotonic() + min(wait_s, ctx.settings.wait_max_s)
     job_id = job_id.lower()
     with notify.watch(ctx.settings.redis_url, notify.DECIDED, job_id, wait=wait_s > 0) as woken:
@@ -248,7 +276,7 @@ def get_job(job_id: str, ctx: ContextDep, wait_s: float = Query(0.0, ge=0.0, le=
                 job = session.get(Job, job_id)
                 if job is None:
                     raise NotFound(f"no job {job_id}")
-                decided = job.status in (JobStatus.ACCEPTED, JobStatus.FAILED)
+                decided = job.status in DECIDED
                 if decided or time.monotonic() >= deadline:
                     return job_public(session, job)
             notify.wait(woken, deadline)

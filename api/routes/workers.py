@@ -16,6 +16,7 @@ from api.schemas import WorkResult
 from ledger import notify
 from ledger.earnings import pending_of
 from ledger.errors import InvalidRequest
+from ledger.reconcile import decide_now
 from ledger.work import Delivery, deliver, heartbeat, release, submit
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def post_results(
             f"at most {ctx.settings.submit_batch_max} results per batch", code="batch_too_large"
         )
     results, ready = submit(session, ctx, worker, body.results)
-    if ready:
+    if ready and not decide_now(session, ctx, ready):
         session.commit()  # the reconcile task must see these submissions
         try:
             from ledger.celery_app import app as celery_app

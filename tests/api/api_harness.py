@@ -430,7 +430,9 @@ def api_env(
         settler_key=keys[0],
         rpc_url=rpc_url,
         worker_seen_s=3600,
-        **overrides,
+        # the Celery reconciler's path, which these tests run by hand (``reconcile()``);
+        # deciding in the request has its own tests (test_api_decide_inline.py)
+        **{"reconcile_inline_max": 0, **overrides},
     )
     ctx = Context(settings)
     app = api.main.create_app()

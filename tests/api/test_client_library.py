@@ -149,6 +149,13 @@ def test_run_returns_a_receipt_verified_now_and_proven_after_its_epoch(
         verify_attestations(forged, client.deployment().registry_domain)
 
 
+def test_submit_may_wait_for_the_decision(env: ApiEnv, client: InferenceClient) -> None:
+    with answering(env):
+        job = client.submit("digits-cnn", samples(1, start=60), wait_s=30)
+    assert job["status"] == "accepted" and len(job["attestations"]) == env.ctx.settings.replicas
+    assert client.receipt(job).status == "accepted"  # the answer verifies as a receipt
+
+
 def test_a_job_that_times_out_costs_nothing(env: ApiEnv, client: InferenceClient) -> None:
     env.answer_all()  # nothing else in flight
     before = env.balance()

@@ -129,7 +129,7 @@ def test_sweep_a_late_answer_from_an_expired_replica_is_refused(ctx: Context) ->
     assert results == [
         {"job_id": job_id, "status": "refused", "error": "expired", "detail": results[0]["detail"]}
     ]
-    assert ready == 0
+    assert ready == []
 
 
 def test_sweep_job_past_its_timeout_fails_and_is_refunded(ctx: Context) -> None:

@@ -1,0 +1,175 @@
+"""The submission that stores a job's last vote decides the job in the same unit of work
+(``ledger.reconcile.decide_now``), and a client may wait for the decision in its ``POST``:
+the two steps that took a request's latency from 42 to under 30 ms (docs/performance.md).
+What the Celery reconciler decided before, the request now decides the same way; where it
+cannot, nothing of the submission is lost and the reconciler decides."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from api_harness import ApiEnv, samples
+from sqlmodel import select
+
+from ledger import invariants, reconcile
+from ledger.db import session_scope
+from ledger.invariants import InvariantViolation
+from ledger.models import Assignment, AssignmentStatus, Job, JobStatus
+
+API_SETTINGS = {"reconcile_inline_max": 8}
+
+
+@pytest.fixture(scope="module")
+def ready(env: ApiEnv) -> ApiEnv:
+    env.sign_in_all()
+    return env
+
+
+@pytest.fixture
+def inline_max(ready: ApiEnv) -> Iterator[Any]:
+    """Set ``reconcile_inline_max`` for one test; put back after."""
+    before = ready.ctx.settings.reconcile_inline_max
+
+    def set_to(n: int) -> None:
+        ready.ctx.settings.reconcile_inline_max = n
+
+    yield set_to
+    ready.ctx.settings.reconcile_inline_max = before
+
+
+def _answer_all(env: ApiEnv, job_id: str) -> list[dict[str, Any]]:
+    """Every assigned replica answers, correctly; the last answer's statuses."""
+    out: list[dict[str, Any]] = []
+    for c in env.assigned(job_id):
+        (mine,) = [a for a in env.pull(c) if a["job_id"] == job_id]
+        out = env.post_results(c, [env.result_item(mine, c.device)])
+    return out
+
+
+def _status(env: ApiEnv, job_id: str) -> str:
+    with session_scope(env.ctx.engine) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return str(job.status)
+
+
+def test_the_last_vote_decides_the_job_in_its_request(ready: ApiEnv) -> None:
+    env = ready
+    charged = int(env.balance()["charged_wei"])
+    job = env.submit_job(samples(2, start=3))
+    (last,) = _answer_all(env, job["job_id"])
+    assert last["status"] == "accepted", last
+    # no reconcile was run: the request that stored the second vote decided the job
+    done = env.http.get(f"/v1/jobs/{job['job_id']}").json()
+    assert done["status"] == "accepted"
+    assert done["outputs"] is not None and len(done["attestations"]) == 2
+    assert int(env.balance()["charged_wei"]) == charged + int(job["price_wei"])
+    with session_scope(env.ctx.engine) as session:
+        invariants.check_money(session)  # paid out of escrow, to the wei
+    assert env.reconcile().accepted == 0  # the reconciler finds nothing left to decide
+
+
+def test_with_inline_decisions_off_the_reconciler_decides(ready: ApiEnv, inline_max: Any) -> None:
+    env = ready
+    inline_max(0)
+    job = env.submit_job(samples(2, start=7))
+    _answer_all(env, job["job_id"])
+    assert _status(env, job["job_id"]) == JobStatus.SUBMITTED
+    report = env.reconcile()
+    assert job["job_id"] in report.job_ids
+    assert _status(env, job["job_id"]) == JobStatus.ACCEPTED
+
+
+def test_a_decision_that_fails_in_the_request_loses_no_vote(
+    ready: ApiEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken check inside the request's decision rolls back the decision only: both
+    votes are kept, the job waits for the reconciler, which decides it once the fault is
+    gone."""
+    env = ready
+    job = env.submit_job(samples(2, start=11))
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise InvariantViolation("planted: the decision's money does not balance")
+
+    monkeypatch.setattr(reconcile.invariants, "unit_conserves", broken)
+    (last,) = _answer_all(env, job["job_id"])
+    assert last["status"] == "accepted"  # the vote itself was taken
+    assert _status(env, job["job_id"]) == JobStatus.SUBMITTED
+    with session_scope(env.ctx.engine) as session:
+        votes = session.exec(
+            select(Assignment).where(
+                Assignment.job_id == job["job_id"],
+                Assignment.status == AssignmentStatus.SUBMITTED,
+            )
+        ).all()
+        assert len(votes) == 2
+        invariants.check_money(session)  # nothing of the failed decision was written
+    monkeypatch.undo()
+    assert job["job_id"] in env.reconcile().job_ids
+    assert _status(env, job["job_id"]) == JobStatus.ACCEPTED
+
+
+def _job_body(env: ApiEnv, rows: int, start: int) -> dict[str, Any]:
+    """A signed request paying the harness client's next voucher, not yet sent."""
+    return env.next_body(samples(rows, start=start))
+
+
+def test_post_waits_for_the_decision_when_asked(ready: ApiEnv) -> None:
+    env = ready
+    body = _job_body(env, 2, 21)
+    answered: dict[str, Any] = {}
+
+    def client() -> None:
+        answered["r"] = env.http.post("/v1/jobs", json=body, params={"wait_s": 20})
+
+    sender = threading.Thread(target=client)
+    sender.start()
+    deadline = time.monotonic() + 20
+    job_id = None
+    while job_id is None and time.monotonic() < deadline:  # admitted: the workers answer
+        with session_scope(env.ctx.engine) as session:
+            row = session.exec(
+                select(Job).where(Job.voucher_signature == body["signature"])
+            ).first()
+            job_id = row.id if row is not None else None
+        time.sleep(0.02)
+    assert job_id is not None
+    assert sender.is_alive()  # still waiting: not decided yet
+    _answer_all(env, job_id)
+    sender.join(20)
+    r = answered["r"]
+    assert r.status_code == 200, r.text
+    assert r.json()["job_id"] == job_id and r.json()["status"] == "accepted"
+    assert len(r.json()["attestations"]) == 2
+
+
+def test_post_wait_that_runs_out_answers_202_pending(ready: ApiEnv) -> None:
+    env = ready
+    body = _job_body(env, 1, 31)
+    started = time.monotonic()
+    r = env.http.post("/v1/jobs", json=body, params={"wait_s": 0.3})
+    assert time.monotonic() - started >= 0.3
+    assert r.status_code == 202 and r.json()["status"] == "pending"
+    _answer_all(env, r.json()["job_id"])
+    # the same request again (a retry) waits as well, and finds it decided: 200
+    again = env.http.post("/v1/jobs", json=body, params={"wait_s": 5})
+    assert again.status_code == 200 and again.json()["status"] == "accepted"
+
+
+@pytest.mark.parametrize("wait_s", ["-1", "61", "soon", "nan"])
+def test_a_bad_wait_is_refused_and_admits_nothing(ready: ApiEnv, wait_s: str) -> None:
+    env = ready
+    before = env.balance()
+    body = _job_body(env, 1, 41)
+    r = env.http.post(
+        "/v1/jobs", content=json.dumps(body), params={"wait_s": wait_s},
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert r.status_code == 422 and r.json()["error"] == "invalid_body", r.text
+    assert env.balance() == before  # nothing charged, no voucher taken
