@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import statistics
@@ -220,6 +221,7 @@ def latency(stack: Stack, payer: Payer, work: Workload, requests: int, sent: int
     bodies = [b for stream in streams for b in stream]  # each client's vouchers in order
     samples: list[float] = []
     cpu: dict[str, float] = {}
+    reference = [python_reference_ms()]
     with httpx.Client(base_url=stack.api_url, timeout=30) as http:
         for n, body in enumerate(bodies):
             started = time.perf_counter()
@@ -242,6 +244,7 @@ def latency(stack: Stack, payer: Payer, work: Workload, requests: int, sent: int
             if n >= 10:  # the first ten warm every part
                 samples.append((time.perf_counter() - started) * 1e3)
     cpu = {k: v - cpu[k] for k, v in _cpu(stack).items()}
+    reference.append(python_reference_ms())
     raw = work.raw_ms
     q = statistics.quantiles(samples, n=100, method="inclusive")
     return {
@@ -251,9 +254,31 @@ def latency(stack: Stack, payer: Payer, work: Workload, requests: int, sent: int
         "raw_ms_median": round(raw, 3),
         "added_ms_p50": round(statistics.median(samples) - raw, 2),
         "added_ms_p99": round(q[98] - raw, 2),
+        # a fixed piece of Python work timed before and after (the machine's speed then: a
+        # shared VM's varies by a third within minutes), and the added p50 in its units
+        "python_reference_ms": round(statistics.mean(reference), 3),
+        "added_p50_in_references": round(
+            (statistics.median(samples) - raw) / statistics.mean(reference), 2
+        ),
         # CPU ms a request costs each part (all its processes), averaged over the requests
         "cpu_ms_per_request": {k: round(v * 1e3 / len(samples), 2) for k, v in cpu.items()},
     }
+
+
+def python_reference_ms() -> float:
+    """The median of seven timings of a fixed piece of pure Python work (JSON, hashing,
+    dicts: what a request's path is made of), in ms; about 10 ms on this machine."""
+    doc = {"job_id": "0x" + "ab" * 32, "rows": list(range(64)), "ok": True, "n": 1.5}
+    timings = []
+    for _ in range(7):
+        started = time.perf_counter()
+        for i in range(400):
+            doc["n"] = i
+            text = json.dumps(doc, sort_keys=True)
+            hashlib.sha256(text.encode()).hexdigest()
+            json.loads(text)
+        timings.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(timings)
 
 
 def _cpu(stack: Stack) -> dict[str, float]:
@@ -472,10 +497,12 @@ def run(
 def report(figures: dict[str, Any]) -> None:
     rows: list[list[Any]] = [
         [name, f["requests"], f["e2e_ms_p50"], f["e2e_ms_p99"], f["raw_ms_median"],
-         f["added_ms_p50"], f["added_ms_p99"]]
+         f["added_ms_p50"], f["added_ms_p99"], f["python_reference_ms"],
+         f["added_p50_in_references"]]
         for name, f in figures["latency"].items()
     ]  # fmt: skip
     heads = ["latency", "requests", "e2e p50 ms", "e2e p99 ms", "raw ms", "added p50", "added p99"]
+    heads += ["ref ms", "added/ref"]
     print("\n" + table(heads, rows))
     cpu = {name: f["cpu_ms_per_request"] for name, f in figures["latency"].items()}
     parts = sorted({p for c in cpu.values() for p in c})

@@ -29,7 +29,7 @@ from eth_account.signers.local import LocalAccount
 from protocol.contracts import Deployment
 from worker.api_client import ApiClient
 from worker.config import WorkerSettings
-from worker.courier import Courier
+from worker.courier import Courier, by_size
 from worker.errors import ApiError, ApiUnavailable, AuthRefused
 from worker.holdings import Holdings, job_key
 from worker.inference import ModelStore
@@ -153,17 +153,19 @@ class Agent:
         while not stop.is_set():
             try:
                 self._collect()
+                got = self._submit_then_pull(stop)
                 self._courier.flush(Grace(stop, self.settings.shutdown_grace_s), force=False)
                 if holding and not self._held.count():  # all done: wait for work at once
                     next_pull = min(next_pull, time.monotonic())
                 self._courier.beat(stop)
-                if time.monotonic() >= next_pull and self._pull_due():
-                    if self._pull(stop):
-                        idle.reset()
-                        if self._drained:  # the API had no more: not asked again at once
-                            next_pull = time.monotonic() + idle.next_delay()
-                    elif not self._long_polled:  # a long poll has waited already
+                if got is None and time.monotonic() >= next_pull and self._pull_due():
+                    got = self._pull(stop)
+                if got:
+                    idle.reset()
+                    if self._drained:  # the API had no more: not asked again at once
                         next_pull = time.monotonic() + idle.next_delay()
+                elif got is not None and not self._long_polled:  # a long poll waited already
+                    next_pull = time.monotonic() + idle.next_delay()
                 holding = self._held.count() > 0
                 errors.reset()
             except AuthRefused:
@@ -203,20 +205,49 @@ class Agent:
         room = limit - held
         return room >= min(self.settings.pull_batch, max(1, limit // 2)) or (held == 0)
 
+    def _submit_then_pull(self, stop: threading.Event) -> bool | None:
+        """Where everything held is an answer and they fit one submission, submit them and
+        wait for the next work in one exchange (``POST /v1/work/results?max=&wait_s=``):
+        the pull that would follow at once, without a request of its own. None where that
+        does not apply or nothing was pulled (the loop goes on as usual); else whether new
+        work came."""
+        held = self._held
+        if held.running or held.to_release or not held.ready or self._stopping:
+            return None
+        size = len(held.ready)
+        if size > self.settings.submit_batch:
+            return None
+        if len(by_size(held.ready, self.settings.submit_max_bytes)) != 1:
+            return None
+        want = min(self.settings.pull_batch, self.settings.held_limit())
+        if want <= 0:
+            return None
+        wait_s = self._long_poll_s()
+        asked = time.monotonic()
+        grace = Grace(stop, self.settings.shutdown_grace_s)
+        answer = self._courier.submit_and_pull(held.take_ready(size), want, wait_s, grace)
+        if answer is None:
+            return None
+        return self._take(answer, want, wait_s, asked)
+
     def _pull(self, stop: threading.Event) -> bool:
         """Pull and start the new assignments; False when none were new. Held ones come back
         in the answer (the API delivers until answered), so the request asks for them too."""
-        if self._pool is None:
-            raise RuntimeError("_pull() without a pool")
         held = self._held.count()
         want = min(self.settings.pull_batch, self.settings.held_limit() - held)
         if want <= 0:
             return False
-        new: list[tuple[str, Any]] = []
-        seen: set[str] = set()  # an answer may name a job twice
         wait_s = self._long_poll_s() if held == 0 else 0.0  # idle: the API answers when work comes
         asked = time.monotonic()
-        answer = self._client.pull(held + want, stop, wait_s)
+        return self._take(self._client.pull(held + want, stop, wait_s), want, wait_s, asked)
+
+    def _take(self, answer: list[Any], want: int, wait_s: float, asked: float) -> bool:
+        """Start the new assignments of a pull's ``answer`` (at most ``want``); False when
+        none were new."""
+        if self._pool is None:
+            raise RuntimeError("_take() without a pool")
+        new: list[tuple[str, Any]] = []
+        seen: set[str] = set()  # an answer may name a job twice
         # an empty answer long before the wait ran out: an API that does not hold pulls (or
         # cut the wait short); the idle sleeps stand in, never a loop of pulls
         self._long_polled = wait_s > 0 and time.monotonic() - asked >= wait_s / 2

@@ -131,19 +131,29 @@ class ApiClient:
     ) -> list[SubmitStatus]:
         path = "/v1/work/results"
         data = self._call("POST", path, cancel or Never(), body={"results": results}, auth=True)
-        statuses = []
-        for item in _field(data, "results", list, path):
-            if not isinstance(item, dict):
-                raise BadResponse(path, 200, "a result status must be an object")
-            statuses.append(
-                SubmitStatus(
-                    job_id=str(_field(item, "job_id", str, path)).lower(),
-                    status=_field(item, "status", str, path),
-                    error=item.get("error") if isinstance(item.get("error"), str) else None,
-                    detail=str(item.get("detail") or ""),
-                )
-            )
-        return statuses
+        return _statuses(data, path)
+
+    def submit_and_pull(
+        self,
+        results: list[dict[str, Any]],
+        max_items: int,
+        wait_s: float = 0.0,
+        cancel: Cancel | None = None,
+    ) -> tuple[list[SubmitStatus], list[Any] | None]:
+        """Submit, then pull as ``pull(max_items, wait_s)`` would, in one exchange: the
+        statuses, and the raw assignments (None from an API that does not pull there)."""
+        path = "/v1/work/results"
+        params: dict[str, Any] = {"max": max_items}
+        if wait_s > 0:
+            params["wait_s"] = wait_s
+        data = self._call(
+            "POST", path, cancel or Never(), body={"results": results}, params=params,
+            auth=True, waits_s=wait_s,
+        )  # fmt: skip
+        pulled = data.get("assignments")
+        if pulled is not None and not isinstance(pulled, list):
+            raise BadResponse(path, 200, "assignments must be a list")
+        return _statuses(data, path), pulled
 
     def release(self, job_ids: list[str], reason: str, cancel: Cancel | None = None) -> list[str]:
         """Hand assignments back; returns the ids the API took back."""
@@ -276,3 +286,19 @@ def _field(data: Any, name: str, kind: type[Any], path: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise BadResponse(path, 200, f"field {name!r} must be a {kind.__name__}")
     return value
+
+
+def _statuses(data: dict[str, Any], path: str) -> list[SubmitStatus]:
+    statuses = []
+    for item in _field(data, "results", list, path):
+        if not isinstance(item, dict):
+            raise BadResponse(path, 200, "a result status must be an object")
+        statuses.append(
+            SubmitStatus(
+                job_id=str(_field(item, "job_id", str, path)).lower(),
+                status=_field(item, "status", str, path),
+                error=item.get("error") if isinstance(item.get("error"), str) else None,
+                detail=str(item.get("detail") or ""),
+            )
+        )
+    return statuses

@@ -79,17 +79,37 @@ class Courier:
             statuses = self._client.submit(results, cancel)
         except AuthRefused:
             raise
-        except ApiError as exc:  # the results are dropped; the API delivers the jobs again
-            self.stats.errors += len(results)
-            self.stats.api_errors += 1
-            logger.error(
-                "could not submit %d results: %s",
-                len(results),
-                exc,
-                extra={"event": "submit_failed", "code": exc.error},
-            )
+        except ApiError as exc:
+            self._failed(results, exc)
             return
         self._count(results, statuses)
+
+    def submit_and_pull(
+        self, results: list[dict[str, Any]], max_items: int, wait_s: float, cancel: Cancel
+    ) -> list[Any] | None:
+        """Submit ``results`` and pull in one exchange (``ApiClient.submit_and_pull``): the
+        raw assignments, or None where nothing was pulled (an error: the results are
+        dropped as ``_submit`` drops them; an API that does not pull there)."""
+        try:
+            statuses, pulled = self._client.submit_and_pull(results, max_items, wait_s, cancel)
+        except AuthRefused:
+            raise
+        except ApiError as exc:
+            self._failed(results, exc)
+            return None
+        self._count(results, statuses)
+        return pulled
+
+    def _failed(self, results: list[dict[str, Any]], exc: ApiError) -> None:
+        """The results are dropped; the API delivers the jobs again."""
+        self.stats.errors += len(results)
+        self.stats.api_errors += 1
+        logger.error(
+            "could not submit %d results: %s",
+            len(results),
+            exc,
+            extra={"event": "submit_failed", "code": exc.error},
+        )
 
     def _count(self, results: list[dict[str, Any]], statuses: list[SubmitStatus]) -> None:
         by_id = {s.job_id: s for s in statuses}

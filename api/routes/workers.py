@@ -10,12 +10,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
+from sqlmodel import Session
 
 from api.deps import ContextDep, CurrentWorker, SessionDep
 from api.schemas import WorkResult
 from ledger import notify
+from ledger.context import Context
 from ledger.earnings import pending_of
 from ledger.errors import InvalidRequest
+from ledger.models import Worker
 from ledger.reconcile import decide_now
 from ledger.work import Delivery, deliver, heartbeat, release, submit
 
@@ -81,6 +84,12 @@ def get_work(
     first, each delivered again until answered. With none, ``wait_s`` long-polls: the
     answer goes as soon as an assignment for this worker commits (``ledger.notify``), or
     empty when the wait (at most ``wait_max_s``) runs out."""
+    body = '{"assignments":' + _pulled(session, ctx, worker, max, wait_s) + "}"
+    return Response(body, media_type="application/json")
+
+
+def _pulled(session: Session, ctx: Context, worker: Worker, max: int, wait_s: float) -> str:
+    """The worker's assignments as a JSON list, long-polled for up to ``wait_s``."""
     limit = min(max, ctx.settings.pull_batch_max)
     deadline = time.monotonic() + min(wait_s, ctx.settings.wait_max_s)
     address = worker.address.lower()
@@ -91,14 +100,28 @@ def get_work(
                 break
             session.commit()  # no transaction held open while waiting
             notify.wait(woken, deadline)
-    body = '{"assignments":[' + ",".join(map(_assignment_json, delivered)) + "]}"
-    return Response(body, media_type="application/json")
+    return "[" + ",".join(map(_assignment_json, delivered)) + "]"
 
 
-@router.post("/results", response_model=WorkResult)
+class WorkResultPublic(BaseModel):
+    results: list[dict[str, Any]]
+    assignments: list[AssignmentPublic] | None = None  # asked for with ``max``
+
+
+@router.post("/results", response_model=WorkResultPublic)
 def post_results(
-    body: WorkResult, worker: CurrentWorker, session: SessionDep, ctx: ContextDep
-) -> WorkResult:
+    body: WorkResult,
+    worker: CurrentWorker,
+    session: SessionDep,
+    ctx: ContextDep,
+    max: int = Query(0, ge=0),
+    wait_s: float = Query(0.0, ge=0.0, le=60.0),
+) -> Response:
+    """Take a batch of signed results (each refused or taken on its own). A submission that
+    makes jobs ready decides them (``ledger.reconcile.decide_now``), or queues them for the
+    Celery reconciler. With ``max`` the answer also carries the worker's next assignments,
+    as ``GET /v1/work?max=&wait_s=`` would, once the results are committed: an agent that
+    has answered everything it held submits and waits for work in one exchange."""
     if len(body.results) > ctx.settings.submit_batch_max:
         raise InvalidRequest(
             f"at most {ctx.settings.submit_batch_max} results per batch", code="batch_too_large"
@@ -112,7 +135,11 @@ def post_results(
             celery_app.send_task("ledger.tasks.reconcile")
         except Exception:  # the beat sweep reconciles them anyway
             logger.warning("could not enqueue reconcile; the periodic sweep will pick the jobs up")
-    return WorkResult(results=results)
+    answer = json.dumps({"results": results})
+    if max > 0:
+        session.commit()  # the results count (and wake their clients) before any wait
+        answer = answer[:-1] + ',"assignments":' + _pulled(session, ctx, worker, max, wait_s) + "}"
+    return Response(answer, media_type="application/json")
 
 
 @router.post("/release", response_model=HandBackPublic)

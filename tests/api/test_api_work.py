@@ -5,6 +5,7 @@ attestations recover to the workers that signed them."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -279,3 +280,45 @@ def test_contributor_devices_show_eligibility_presence_and_work_in_flight(ready:
     assert env.http.get(f"/v1/contributors/{stranger}/devices").json() == []
     r = env.http.get("/v1/contributors/not-an-address/devices")
     assert r.status_code == 400 and r.json()["error"] == "invalid_address"
+
+
+def test_a_submission_may_carry_the_next_pull(ready: ApiEnv) -> None:
+    """``POST /v1/work/results?max=`` answers the results and, once they are committed, the
+    worker's next assignments, as ``GET /v1/work`` would; with ``wait_s`` and nothing to
+    deliver it waits, then answers none. Without ``max`` the answer has no assignments."""
+    env = ready
+    first = env.submit_job(samples(1, start=70))
+    c = env.assigned(first["job_id"])[0]
+    env.submit_job(samples(1, start=71))  # more work, perhaps for the same worker
+    mine = _mine(env, c, first["job_id"])
+    r = env.http.post(
+        "/v1/work/results",
+        params={"max": 16},
+        json={"results": [env.result_item(mine, c.device)]},
+        headers=c.headers,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [(x["job_id"], x["status"]) for x in body["results"]] == [(first["job_id"], "accepted")]
+    delivered = {a["job_id"] for a in body["assignments"]}
+    assert first["job_id"] not in delivered  # answered: not delivered again
+    assert delivered == {a["job_id"] for a in env.pull(c)}  # the rest, as a pull sees it
+
+    items = [env.result_item(a, c.device) for a in env.pull(c)]  # everything it holds
+    started = time.monotonic()
+    r = env.http.post(
+        "/v1/work/results",
+        params={"max": 4, "wait_s": 0.3},
+        json={"results": items},
+        headers=c.headers,
+    )
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - started >= 0.3  # nothing left to deliver: it waited
+    assert r.json()["assignments"] == []
+    assert all(x["status"] == "accepted" for x in r.json()["results"])
+    r = env.http.post("/v1/work/results", json={"results": []}, headers=c.headers)
+    assert r.json() == {"results": []}
+    r = env.http.post(
+        "/v1/work/results", params={"max": -1}, json={"results": []}, headers=c.headers
+    )
+    assert r.status_code == 422 and r.json()["error"] == "invalid_body"

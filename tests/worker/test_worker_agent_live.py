@@ -263,6 +263,16 @@ class CountingPulls(ApiClient):
         self.submitted.append(time.monotonic())
         return statuses
 
+    def submit_and_pull(
+        self, results: list[dict[str, Any]], max_items: int, wait_s: float = 0.0, cancel: Any = None
+    ) -> Any:
+        """A submission that is also the next pull: noted as both, the pull once it ends."""
+        self.submitted.append(start := time.monotonic())
+        self.started.append(start)
+        statuses, pulled = super().submit_and_pull(results, max_items, wait_s, cancel)
+        self.pulls.append((wait_s, time.monotonic() - start, len(pulled or [])))
+        return statuses, pulled
+
 
 def test_an_idle_agent_waits_at_the_api_and_is_woken_by_work(
     live: LiveApi, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -303,7 +313,11 @@ def test_an_idle_agent_waits_at_the_api_and_is_woken_by_work(
         assert time.monotonic() - submitted < 3.0
         assert client.pulls[0][0] >= 5 and client.pulls[0][2] == 1  # the waiting pull got it
         wait_for("the next pull", lambda: client.submitted and len(client.started) >= 2)
-        assert client.started[1] - client.submitted[0] < 1.0  # no idle pause after the work
+        # the result went with the next pull, in one exchange, which waits at the API for
+        # work (no idle pause after the work)
+        assert client.started[1] == client.submitted[0]
         assert [p[2] for p in client.pulls] == [1]  # the job was not delivered twice
+        time.sleep(1)
+        assert len(client.pulls) == 1  # the combined pull is still waiting (long_poll_s 6)
     finally:
         running.stop()
