@@ -73,6 +73,12 @@ def system_rows(results: dict[str, Any]) -> list[Row]:
                  lat[f"added_ms_{q}"], None, lat["raw_ms_median"],
                  _ratio(lat[f"e2e_ms_{q}"], lat["raw_ms_median"]), goal, _met(ok)]
             )  # fmt: skip
+        if "python_reference_ms" in lat:  # the machine's speed at the time (bench/system.py)
+            out.append(
+                [f"latency added p50 in Python references, {model}",
+                 lat["added_p50_in_references"], None, lat["python_reference_ms"], None, "-",
+                 "-"]
+            )  # fmt: skip
     mem = f["memory"]
     if mem:
         a, b = mem[0], mem[-1]
