@@ -44,7 +44,11 @@ class Wei(TypeDecorator[int]):
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # LIFO: the connection used last is used again, so the one whose page cache a
+        # reconcile enlarged (ledger.reconcile, up to 64 MiB) is the one that keeps it
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_use_lifo=True
+        )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
