@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Query
 from sqlmodel import Session
 
 from ledger.auth import authenticate_worker
@@ -33,6 +33,8 @@ def get_session(ctx: Annotated[Context, Depends(get_context)]) -> Iterator[Sessi
 
 
 ContextDep = Annotated[Context, Depends(get_context)]
+# a long poll's wait in seconds (each route caps it at ``wait_max_s``)
+WaitS = Annotated[float, Query(ge=0.0, le=60.0)]
 # scope="function": the unit of work commits before the response is sent, so a client never
 # sees an answer (a sign-in nonce, a job id) that is not yet durable and visible to others.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

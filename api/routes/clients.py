@@ -7,7 +7,7 @@ import json
 import time
 from typing import cast
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
@@ -16,7 +16,7 @@ from starlette.responses import Response as StarletteResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import ContextDep, SessionDep, get_context
+from api.deps import ContextDep, SessionDep, WaitS, get_context
 from api.schemas import (
     ChainPublic,
     ClientPublic,
@@ -122,12 +122,9 @@ def job_public(session: Session | None, job: Job | JobRow) -> JobPublic:
     )
 
 
-WAIT_S = Query(0.0, ge=0.0, le=60.0)
-
-
 @router.post("/jobs", response_model=JobPublic, status_code=202)
 async def submit_job(
-    body: JobCreate, ctx: ContextDep, response: Response, wait_s: float = WAIT_S
+    body: JobCreate, ctx: ContextDep, response: Response, wait_s: WaitS = 0.0
 ) -> JobPublic:
     """Check the request on this thread, then admit it with the others arriving meanwhile
     (``ledger.ingest``: one unit of work for many requests); answered once committed, 202
@@ -259,7 +256,7 @@ def _stored_job_public(ctx: Context, job: Job | JobRow) -> JobPublic:
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, ctx: ContextDep, wait_s: float = WAIT_S) -> JobPublic:
+def get_job(job_id: str, ctx: ContextDep, wait_s: WaitS = 0.0) -> JobPublic:
     """The job, its result and the signed attestations behind it. ``wait_s`` long-polls
     until the job is decided or the wait runs out: woken by the decision's commit in
     whichever process made it (``ledger.notify``), reading again at least every 0.25 s."""

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from api.deps import ContextDep, CurrentWorker, SessionDep
+from api.deps import ContextDep, CurrentWorker, SessionDep, WaitS
 from api.schemas import WorkResult
 from ledger import notify
 from ledger.context import Context
@@ -78,7 +78,7 @@ def get_work(
     session: SessionDep,
     ctx: ContextDep,
     max: int = Query(16, ge=1),
-    wait_s: float = Query(0.0, ge=0.0, le=60.0),
+    wait_s: WaitS = 0.0,
 ) -> Response:
     """Up to ``max`` (at most ``pull_batch_max``) of this worker's open assignments, oldest
     first, each delivered again until answered. With none, ``wait_s`` long-polls: the
@@ -115,7 +115,7 @@ def post_results(
     session: SessionDep,
     ctx: ContextDep,
     max: int = Query(0, ge=0),
-    wait_s: float = Query(0.0, ge=0.0, le=60.0),
+    wait_s: WaitS = 0.0,
 ) -> Response:
     """Take a batch of signed results (each refused or taken on its own). A submission that
     makes jobs ready decides them (``ledger.reconcile.decide_now``), or queues them for the
