@@ -45,6 +45,8 @@ class StackConfig:
     contributors: int = 2  # replication 2 needs two distinct contributors
     device_workers: int = 1  # inference processes per device agent
     replicas: int = 2
+    trust_after: int = 0  # adaptive replication: off (ledger.scheduler.adaptive)
+    spot_check_bps: int = 1_000
     redis_url: str = "redis://127.0.0.1:6379/0"
     worker_env: dict[str, str] = field(default_factory=dict)  # INFERLEDGER_WORKER_* settings
     api_server: str = "serve"  # python -m api.serve (one process), or plain "uvicorn"
@@ -128,6 +130,8 @@ def start(cfg: StackConfig, procs: Processes) -> Stack:
         "INFERLEDGER_REDIS_URL": cfg.redis_url,
         "INFERLEDGER_CELERY_QUEUE": f"bench-system-{uuid.uuid4().hex[:8]}",
         "INFERLEDGER_REPLICAS": str(cfg.replicas),
+        "INFERLEDGER_TRUST_AFTER": str(cfg.trust_after),
+        "INFERLEDGER_SPOT_CHECK_BPS": str(cfg.spot_check_bps),
         # the load generator sends as fast as it can: measure the system, not its limits
         "INFERLEDGER_RATE_LIMIT_BURST": "1000000",
         "INFERLEDGER_WORKER_MAX_IN_FLIGHT": "10000",

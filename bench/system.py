@@ -12,7 +12,9 @@ worker, one device agent per contributor, each a process of its own on this mach
   decided; against ``cores`` threads each running a raw session (one intra-op thread, as
   the agents) over the same rows, the best of two passes. The raw figures are measured
   before the system starts, so that its idle processes do not slow them down. With
-  replication 2 every job runs twice, so 0.5 is the ceiling of the ratio.
+  replication 2 every job runs twice, so 0.5 is the ceiling of the ratio. ``--trust-after
+  N`` turns adaptive replication on (``--spot-check-bps``: the share of a trusted worker's
+  jobs replicated anyway); each run prints the replicas assigned per job.
 - **Peak RSS** (VmHWM) of the API, the Celery worker and a device agent (its main process
   and its largest inference process) after each size, jobs counted since start.
 
@@ -27,7 +29,8 @@ at ``--idle-sleep-s``. For throughput (``--throughput-agents``): the agents' own
 parts. ``--api-server
 uvicorn`` runs the API as ``make demo`` does instead of ``python -m api.serve``. Prints a
 table and writes bench/results/system.json. Usage: ``.venv/bin/python bench/system.py [--models
-digits-cnn,minilm-l6] [--sizes 1000,3000] [--latency-requests 200] [--replicas 2]``.
+digits-cnn,minilm-l6] [--sizes 1000,3000] [--latency-requests 200] [--replicas 2]
+[--trust-after 0] [--spot-check-bps 1000]``.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from bench.common import (  # noqa: E402
 )  # noqa: E402
 from bench.stack import Stack, StackConfig, restart_devices, start  # noqa: E402
 from inferledger.procs import Processes  # noqa: E402
-from ledger.models import Job, JobStatus  # noqa: E402
+from ledger.models import Assignment, Job, JobStatus  # noqa: E402
 from protocol import tensors, text  # noqa: E402
 from protocol.eip712 import Voucher, sign_voucher  # noqa: E402
 from protocol.errors import ProtocolError  # noqa: E402
@@ -215,6 +218,14 @@ def decided(stack: Stack) -> tuple[int, int]:
     return counts.get(JobStatus.ACCEPTED, 0), counts.get(JobStatus.FAILED, 0)
 
 
+def replicas_assigned(stack: Stack) -> tuple[int, int]:
+    """Jobs and the assignments made for them, from the database."""
+    with Session(stack.ctx.engine) as session:
+        jobs = session.exec(select(func.count()).select_from(Job)).one()
+        assignments = session.exec(select(func.count()).select_from(Assignment)).one()
+    return int(jobs), int(assignments)
+
+
 def latency(stack: Stack, payer: Payer, work: Workload, requests: int, sent: int) -> dict[str, Any]:
     """One request at a time, each waited for: the round trips in ms."""
     streams = payer.bodies(work, requests + 10, sent)
@@ -326,6 +337,7 @@ def throughput(
     ``worker_max_in_flight`` is at most 10,000); seconds until every one is decided."""
     waves = _waves(payer.bodies(work, count, sent), in_flight_max // 2)
     before, _ = decided(stack)
+    jobs_before, assigned_before = replicas_assigned(stack)
     port = int(stack.api_url.rsplit(":", 1)[1])
     statuses: list[int] = []
     errors: list[BaseException] = []
@@ -360,6 +372,7 @@ def throughput(
     sender.join()
     raw = work.raw_rate
     verified = count / elapsed
+    jobs_after, assigned_after = replicas_assigned(stack)
     return {
         "jobs": count,
         "seconds": round(elapsed, 2),
@@ -367,6 +380,10 @@ def throughput(
         "raw_per_s": round(raw, 1),
         "ratio": round(verified / raw, 4),
         "cores": cores(),
+        # inferences run per job: replication as configured, or lower (adaptive replication)
+        "replicas_per_job": round(
+            (assigned_after - assigned_before) / max(1, jobs_after - jobs_before), 4
+        ),
     }
 
 
@@ -389,6 +406,15 @@ def main() -> None:
     parser.add_argument("--latency-requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=32, help="connections of the load")
     parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument(
+        "--trust-after", type=int, default=0,
+        help="adaptive replication: agreed replicated jobs before a worker runs jobs alone "
+        "(0: off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--spot-check-bps", type=int, default=1_000,
+        help="adaptive replication: trusted workers' jobs replicated anyway, basis points",
+    )  # fmt: skip
     parser.add_argument("--in-flight-max", type=int, default=4_000, help="jobs undecided at once")
     parser.add_argument(
         "--long-poll-s", type=float, default=LONG_POLL_DEFAULT_S,
@@ -423,6 +449,8 @@ def main() -> None:
         cfg = StackConfig(
             data,
             replicas=args.replicas,
+            trust_after=args.trust_after,
+            spot_check_bps=args.spot_check_bps,
             device_workers=devices,
             worker_env=latency_env if args.latency_requests > 0 else throughput_env,
             api_server=args.api_server,
@@ -431,6 +459,8 @@ def main() -> None:
             figures = run(cfg, procs, args, sizes, throughput_env)
     figures["settings"] = {
         "replicas": args.replicas,
+        "trust_after": args.trust_after,
+        "spot_check_bps": args.spot_check_bps,
         "device_workers": devices,
         "api_server": args.api_server,
         "latency_agents": latency_env,
@@ -509,11 +539,12 @@ def report(figures: dict[str, Any]) -> None:
     rows = [[name, *(c.get(p, "") for p in parts)] for name, c in cpu.items()]
     print("\n" + table(["CPU ms per request", *parts], rows))
     rows = [
-        [name, f["jobs"], f["verified_per_s"], f["raw_per_s"], f["ratio"]]
+        [name, f["jobs"], f["verified_per_s"], f["raw_per_s"], f["ratio"], f["replicas_per_job"]]
         for name, runs in figures["throughput"].items()
         for f in runs
     ]
-    print("\n" + table(["throughput", "jobs", "verified/s", "raw/s", "ratio"], rows))
+    heads = ["throughput", "jobs", "verified/s", "raw/s", "ratio", "replicas/job"]
+    print("\n" + table(heads, rows))
     rows = [
         ["", m["after_jobs"], m["api_mib"], m["celery_worker_mib"], m["device_agent_mib"],
          m["device_inference_mib"]]

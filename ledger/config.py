@@ -55,6 +55,12 @@ class Settings(BaseSettings):
 
     replicas: int = Field(2, ge=1, le=8)
     max_replicas: int = Field(3, ge=1, le=15)
+    # adaptive replication (docs/architecture.md): a worker whose last ``trust_after``
+    # replicated jobs all agreed with another contributor's runs a job alone, unless the job
+    # is drawn for a spot check (``spot_check_bps`` of them, in basis points); 0: off.
+    # spot_check_bps 0 (trust never checked again) is for tests: refused outside dev mode
+    trust_after: int = Field(0, ge=0, le=1_000_000)
+    spot_check_bps: int = Field(1_000, ge=0, le=10_000)
     fee_bps: int = Field(1000, ge=0, le=9_999)  # contributors must be able to earn a leaf
     epoch_interval_s: float = Field(30.0, gt=0)
     reconcile_interval_s: float = Field(2.0, gt=0)
@@ -120,6 +126,10 @@ class Settings(BaseSettings):
             )
         if self.max_replicas < self.replicas:
             raise ValueError("max_replicas must be >= replicas")
+        if self.mode != "dev" and self.trust_after > 0 and self.spot_check_bps == 0:
+            raise ValueError(
+                "spot_check_bps 0 never checks a trusted worker again; refused outside dev mode"
+            )
         return self
 
     @model_validator(mode="after")

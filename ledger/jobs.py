@@ -309,6 +309,7 @@ class _Admission:
             )
         if self.balances[req.client] < price:  # the last check: all others passed
             self._sync_or_refuse(client, price)
+        workers = scheduler.adaptive(ctx, workers)
         self.pool.take(workers)
         self.balances[req.client] -= price
         client.max_voucher_wei = p.voucher.cumulative_amount
@@ -334,7 +335,7 @@ class _Admission:
             voucher_expiry=p.voucher.expiry,
             voucher_signature="0x" + p.signature.hex(),
             inputs_json=json.dumps(req.inputs, separators=(",", ":")),
-            replicas_wanted=ctx.settings.replicas,
+            replicas_wanted=len(workers),
             created_at=now,
         )
         deadline = now + ctx.settings.assignment_deadline_s

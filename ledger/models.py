@@ -116,6 +116,9 @@ class Worker(SQLModel, table=True):
     last_seen: float = 0.0
     safety_faults: int = 0  # results that disagreed with consensus in their class
     liveness_faults: int = 0  # assignments left unanswered past their deadline
+    # replicated jobs in a row where it agreed with another contributor's worker; reset by a
+    # safety fault (adaptive replication: ``scheduler.adaptive``)
+    agreed_streak: int = 0
 
 
 class AuthChallenge(SQLModel, table=True):

@@ -63,11 +63,14 @@ class _Batch:
         default_factory=list
     )  # (job id, status, fingerprint, result hash, assignment with the outputs, failure)
     faults: Counter[str] = field(default_factory=Counter)
+    agreed: Counter[str] = field(default_factory=Counter)  # workers backed by another's vote
 
 
 def _accept(ctx: Context, job: Any, result: Tally, votes: list[Vote], batch: _Batch) -> None:
     agreeing = {v.assignment for v in result.agreeing}
     batch.faults.update(v.worker for v in votes if v.assignment not in agreeing)
+    if len(result.agreeing) > 1:  # a lone vote proves nothing: trust is earned in company
+        batch.agreed.update(v.worker for v in result.agreeing)
     shares, fee = split(
         job.price_wei, ctx.settings.fee_bps, sorted(v.contributor for v in result.agreeing)
     )
@@ -172,14 +175,25 @@ def _apply(session: Session, batch: _Batch, redis_url: str) -> None:
         )
         sql = _DECIDE.format(now=int(time.time()), values=values, submitted=JobStatus.SUBMITTED)
         connection.exec_driver_sql(sql, tuple(flat))
-    if batch.faults:
-        bump = (
-            update(Worker)
-            .where(col(Worker.address) == bindparam("b_worker"))
-            .values(safety_faults=col(Worker.safety_faults) + bindparam("b_count"))
-        )
+    _track_record(connection, batch)
+
+
+def _track_record(connection: Any, batch: _Batch) -> None:
+    """Each worker's safety faults and run of agreed replicated jobs (adaptive replication:
+    ``scheduler.adaptive``): agreeing extends the run, a fault anywhere in the batch ends it."""
+    by_worker = update(Worker).where(col(Worker.address) == bindparam("b_worker"))
+    agreed = sorted((w, n) for w, n in batch.agreed.items() if w not in batch.faults)
+    if agreed:
         connection.execute(
-            bump, [{"b_worker": w, "b_count": n} for w, n in sorted(batch.faults.items())]
+            by_worker.values(agreed_streak=col(Worker.agreed_streak) + bindparam("b_count")),
+            [{"b_worker": w, "b_count": n} for w, n in agreed],
+        )
+    if batch.faults:
+        connection.execute(
+            by_worker.values(
+                safety_faults=col(Worker.safety_faults) + bindparam("b_count"), agreed_streak=0
+            ),
+            [{"b_worker": w, "b_count": n} for w, n in sorted(batch.faults.items())],
         )
 
 

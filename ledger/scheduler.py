@@ -111,6 +111,27 @@ def choose(
     return Pool.load(session, ctx).choose(count, exclude_contributors)
 
 
+SPOT_CHECK_SCALE = 10_000  # spot_check_bps: basis points
+
+
+def adaptive(ctx: Context, workers: list[Worker], draws: _Draws | None = None) -> list[Worker]:
+    """Adaptive replication (docs/architecture.md, *Adaptive replication*): of ``workers``
+    (chosen at random for one job), the first trusted one alone, where one is trusted and the
+    job is not drawn for a spot check; all of them otherwise. Trusted: its last
+    ``trust_after`` replicated jobs all agreed with another contributor's worker. The draw
+    is the OS's CSPRNG, and a spot-checked job's assignment looks like a lone one's: a worker
+    cannot tell which of its jobs are checked."""
+    trust_after = ctx.settings.trust_after
+    if trust_after <= 0 or len(workers) < 2:
+        return workers
+    trusted = next((w for w in workers if w.agreed_streak >= trust_after), None)
+    if trusted is None:
+        return workers
+    if (draws or _Draws()).below(SPOT_CHECK_SCALE) < ctx.settings.spot_check_bps:
+        return workers
+    return [trusted]
+
+
 def assign(session: Session, ctx: Context, job_id: str, workers: list[Worker]) -> None:
     deadline = int(time.time()) + ctx.settings.assignment_deadline_s
     notify.work_for(session, ctx.settings.redis_url, (w.address for w in workers))
@@ -128,9 +149,13 @@ def assign(session: Session, ctx: Context, job_id: str, workers: list[Worker]) -
 def refill(session: Session, ctx: Context, job: Job) -> int:
     """Give a pending job short of live replicas (some expired or handed back) workers of
     contributors never on it (one replica per contributor, ever); returns how many. Short
-    when not enough are free: the sweep tries again."""
+    when not enough are free: the sweep tries again. A job given to one trusted worker alone
+    (``adaptive``) that lost it goes back to full replication: the trust was that worker's."""
     rows = session.exec(select(Assignment).where(Assignment.job_id == job.id)).all()
     live = sum(1 for a in rows if a.status != AssignmentStatus.EXPIRED)
+    if live < job.replicas_wanted < ctx.settings.replicas:
+        job.replicas_wanted = ctx.settings.replicas
+        session.add(job)
     if live >= job.replicas_wanted:
         return 0
     exclude = {a.contributor for a in rows}

@@ -51,3 +51,14 @@ def test_config_database_url_from_either_variable(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("DATABASE_URL")
     monkeypatch.delenv("INFERLEDGER_DATABASE_URL")
     assert Settings().db_url.startswith("sqlite:///") and Settings().db_url.endswith("ledger.db")
+
+
+def test_config_prod_refuses_trust_that_is_never_checked_again() -> None:
+    with pytest.raises(ValidationError, match="never checks a trusted worker again"):
+        Settings(mode="prod", trust_after=10, spot_check_bps=0)
+    assert Settings(mode="prod", trust_after=10, spot_check_bps=1).spot_check_bps == 1
+    assert Settings(mode="prod", trust_after=0, spot_check_bps=0).trust_after == 0  # off
+    assert Settings(mode="dev", trust_after=10, spot_check_bps=0).spot_check_bps == 0
+    for bad in ({"trust_after": -1}, {"spot_check_bps": 10_001}, {"spot_check_bps": -1}):
+        with pytest.raises(ValidationError):
+            Settings(**bad)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import psycopg
 import pytest
 from eth_account import Account
 from ledger_support import add_worker, address, snapshot, transfer_ids
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from ledger import invariants, journal
 from ledger.chain.catchup import CatchUp
@@ -624,3 +625,80 @@ def test_jobs_in_prod_mode_a_deposit_pays_only_once_confirmed(
             row.last_seen = time.time()
     job, created = _create(prod, _request(prod, key, PRICE))
     assert created and job.price_wei == PRICE
+
+
+def _with(ctx: Context, **changes: Any) -> Context:
+    """Another context on the same database and chain, with some settings changed."""
+    return Context(ctx.settings.model_copy(update=changes))
+
+
+def _set_streaks(ctx: Context, streaks: dict[str, int]) -> None:
+    with session_scope(ctx.engine) as session:
+        for worker, streak in streaks.items():
+            row = session.get(Worker, worker)
+            assert row is not None
+            row.agreed_streak = streak
+            session.add(row)
+
+
+def _replicas(ctx: Context, job: Job | JobRow) -> tuple[int, list[str]]:
+    """The job's replicas wanted, as stored, and the workers assigned to it."""
+    with Session(ctx.engine) as session:
+        stored = session.get(Job, job.id)
+        assert stored is not None
+        workers = session.exec(select(Assignment.worker).where(Assignment.job_id == job.id)).all()
+        return stored.replicas_wanted, sorted(workers)
+
+
+def test_jobs_adaptive_a_trusted_worker_runs_a_job_alone_unless_spot_checked(
+    ctx: Context, fund: Callable[..., str], workers: dict[str, str]
+) -> None:
+    key = fund(10 * PRICE)
+    trusted, other = sorted(workers)
+    _set_streaks(ctx, {trusted: 3, other: 2})
+    both = sorted(workers)
+    cases = [  # (settings, replicas wanted, workers assigned)
+        ({}, 2, both),  # adaptive replication off (trust_after 0, the default)
+        ({"trust_after": 3, "spot_check_bps": 0}, 1, [trusted]),  # the other is not trusted
+        ({"trust_after": 3, "spot_check_bps": 10_000}, 2, both),  # every job spot-checked
+        ({"trust_after": 4, "spot_check_bps": 0}, 2, both),  # neither has earned it
+        ({"trust_after": 2, "spot_check_bps": 0}, 1, None),  # both trusted: one of them alone
+    ]
+    for n, (changes, wanted, assigned) in enumerate(cases, start=1):
+        job, created = _create(_with(ctx, **changes), _request(ctx, key, n * PRICE))
+        assert created and job.replicas_wanted == wanted
+        got_wanted, got_workers = _replicas(ctx, job)
+        assert got_wanted == wanted and len(got_workers) == wanted
+        assert got_workers == assigned if assigned is not None else set(got_workers) < set(both)
+    snap = snapshot(ctx.engine)  # a lone job holds its full price, as any other
+    assert snap.balance(journal.ESCROW) == len(cases) * PRICE
+    with Session(ctx.engine) as session:
+        invariants.check_full(session)
+
+
+def test_jobs_adaptive_spot_checks_are_drawn_at_the_configured_rate(
+    ctx: Context, fund: Callable[..., str], workers: dict[str, str]
+) -> None:
+    n = 400
+    key = fund(n * PRICE)
+    _set_streaks(ctx, dict.fromkeys(workers, 5))
+    adaptive = _with(ctx, trust_after=5, spot_check_bps=2_500, worker_max_in_flight=n)
+    batch = [prepare(ctx, _request(ctx, key, (i + 1) * PRICE)) for i in range(n)]
+    with session_scope(adaptive.engine) as session:
+        outcomes = admit(session, adaptive, batch)
+    assert all(isinstance(o, tuple) and o[1] for o in outcomes)
+    with Session(ctx.engine) as session:
+        wanted = session.exec(select(Job.replicas_wanted)).all()
+        lone_workers = session.exec(
+            select(Assignment.worker)
+            .join(Job, col(Job.id) == col(Assignment.job_id))
+            .where(Job.replicas_wanted == 1)
+        ).all()
+        invariants.check_full(session)
+    checked = sum(1 for w in wanted if w == 2)
+    assert sum(1 for w in wanted if w == 1) == n - checked == len(lone_workers)
+    # 100 expected (a quarter), standard deviation 8.7: outside 60..140 once in 250,000 runs
+    assert 60 <= checked <= 140, checked
+    per_worker = Counter(lone_workers)  # the lone jobs go to either trusted worker at random
+    assert set(per_worker) == set(workers)
+    assert min(per_worker.values()) >= (n - checked) // 2 - 60, per_worker

@@ -376,3 +376,37 @@ def test_reconcile_that_moves_other_than_the_price_is_refused_and_changes_nothin
         _reconcile(ctx)
     assert snapshot(ctx.engine) == before
     assert _get(ctx, jid).status == JobStatus.SUBMITTED
+
+
+def _streaks(ctx: Context) -> dict[str, tuple[int, int]]:
+    """Each worker's (run of agreed replicated jobs, safety faults)."""
+    with Session(ctx.engine) as session:
+        return {w.address: (w.agreed_streak, w.safety_faults) for w in session.exec(select(Worker))}
+
+
+def test_reconcile_agreement_builds_a_workers_trust_and_a_fault_ends_it(ctx: Context) -> None:
+    """Adaptive replication's track record: each replicated job a worker's vote agreed on
+    extends its run, a job it ran alone proves nothing, and a vote against the accepted
+    answer ends the run (and counts a safety fault) even beside agreements in one batch."""
+    with session_scope(ctx.engine) as session:
+        for worker, owner in ((W1, C1), (W2, C2), (W3, C3)):
+            add_worker(session, worker, owner)
+    _job(ctx, [(C1, W1, FP, R1), (C2, W2, FP, R1)])
+    _job(ctx, [(C1, W1, FP, R2), (C3, W3, FP, R2)])
+    assert _reconcile(ctx) == (2, 0, 0)
+    assert _streaks(ctx) == {W1: (2, 0), W2: (1, 0), W3: (1, 0)}
+
+    alone = _job(ctx, [(C1, W1, FP, R1)])  # admitted to W1 alone: accepted, W1 paid in full
+    assert _reconcile(ctx) == (1, 0, 0)
+    assert _get(ctx, alone).status == JobStatus.ACCEPTED
+    shares, fee = split(PRICE, 1000, [C1])
+    assert shares[C1] + fee == PRICE
+    assert _streaks(ctx) == {W1: (2, 0), W2: (1, 0), W3: (1, 0)}  # no company, no trust
+
+    _job(ctx, [(C1, W1, FP, R3), (C2, W2, FP, R3)])  # W1 and W2 agree here...
+    _job(ctx, [(C1, W1, FP, R1), (C2, W2, FP, R2), (C3, W3, FP, R2)])  # ...W1 dissents here
+    assert _reconcile(ctx) == (2, 0, 0)
+    assert _streaks(ctx) == {W1: (0, 1), W2: (3, 0), W3: (2, 0)}
+    _check_all(ctx)
+    _assert_rerun_changes_nothing(ctx)
+    assert _streaks(ctx) == {W1: (0, 1), W2: (3, 0), W3: (2, 0)}

@@ -178,3 +178,29 @@ def test_scheduler_skips_a_worker_at_its_in_flight_limit(ctx: Context) -> None:
     ctx.settings.worker_max_in_flight = 2
     with session_scope(ctx.engine) as session:
         assert {w.address for w in scheduler.choose(session, ctx, 3)} == set(WORKERS[:3])
+
+
+def test_sweep_a_lone_job_that_lost_its_trusted_worker_goes_back_to_full_replication(
+    ctx: Context,
+) -> None:
+    """Adaptive replication gave the job to one trusted worker; that trust was the worker's
+    own, so the job's replacements are as many as an untrusted job gets."""
+    now = int(time.time())
+    with session_scope(ctx.engine) as session:
+        job = insert_job(session, client=CLIENT, price=PRICE, votes=[], status=JobStatus.PENDING)
+        job.replicas_wanted = 1
+        session.add(job)
+        session.add(
+            Assignment(job_id=job.id, worker=WORKERS[0], contributor=OWNERS[0], deadline=now - 1)
+        )
+        job_id = job.id
+    with session_scope(ctx.engine) as session:
+        report = sweep(session, ctx, now)
+    assert (report.expired, report.reassigned) == (1, 2)
+    statuses = _assignments(ctx, job_id)
+    assert statuses[WORKERS[0]] == AssignmentStatus.EXPIRED
+    assert statuses[WORKERS[1]] == statuses[WORKERS[2]] == AssignmentStatus.ASSIGNED
+    with session_scope(ctx.engine) as session:
+        stored = session.get(Job, job_id)
+        assert stored is not None and stored.replicas_wanted == ctx.settings.replicas == 2
+        assert not is_complete(session, stored)
