@@ -114,6 +114,12 @@ def replication_rows(results: dict[str, Any]) -> list[Row]:
              f"{_k(b['jobs'])})", a["verified_per_s"], b["verified_per_s"], b["raw_per_s"],
              b["ratio"], goal, _met(ok)]
         )  # fmt: skip
+    for model, lat in (adaptive or {}).get("latency", {}).items():
+        out.append(
+            [f"latency added p50 | p99 ms, {model}, adaptive ({lat['requests']} requests)",
+             lat["added_ms_p50"], lat["added_ms_p99"], lat["raw_ms_median"], None, "<= 15 ms",
+             _met(lat["added_ms_p50"] <= 15)]
+        )  # fmt: skip
     return out
 
 
