@@ -40,9 +40,8 @@ WaitS = Annotated[float, Query(ge=0.0, le=60.0)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_signed_in_worker(
-    session: SessionDep, authorization: Annotated[str, Header()] = ""
-) -> Worker:
+def signed_in_worker(session: Session, authorization: str) -> Worker:
+    """The worker an ``Authorization: Bearer`` header names (one query), or Unauthorized."""
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("an Authorization: Bearer token is required")
@@ -52,11 +51,16 @@ def get_signed_in_worker(
     return worker
 
 
+def get_signed_in_worker(
+    session: SessionDep, authorization: Annotated[str, Header()] = ""
+) -> Worker:
+    return signed_in_worker(session, authorization)
+
+
 async def get_current_worker(
     worker: Annotated[Worker, Depends(get_signed_in_worker)], ctx: ContextDep
 ) -> Worker:
-    """The signed-in worker, within its key's rate limit. Async: the limiter is touched from
-    the event loop's thread only, so it needs no lock."""
+    """The signed-in worker, within its key's rate limit."""
     ctx.worker_limits.take(worker.address)
     return worker
 

@@ -17,9 +17,9 @@ from protocol import recursion
 logger = logging.getLogger(__name__)
 
 
-def create_app(*, lean_jobs: bool = True) -> FastAPI:
-    """``lean_jobs=False`` leaves ``POST /v1/jobs`` to its FastAPI route alone (tests compare
-    the two)."""
+def create_app(*, lean: bool = True) -> FastAPI:
+    """``lean=False`` leaves the hot paths (``POST /v1/jobs``, ``GET /v1/work``,
+    ``POST /v1/work/results``) to their FastAPI routes alone (tests compare the two)."""
     settings = get_settings()
     app = FastAPI(
         title="inferledger",
@@ -33,8 +33,8 @@ def create_app(*, lean_jobs: bool = True) -> FastAPI:
     app.include_router(contributors.router, responses=ERROR_RESPONSES)
     app.include_router(audit.router, responses=ERROR_RESPONSES)
     app.include_router(explorer.router)
-    if lean_jobs:  # the hot path, answered in front of its FastAPI route (same schema, errors)
-        app.router.routes.insert(0, clients.lean_submit_route())
+    if lean:  # the hot paths, answered in front of their FastAPI routes (api/lean.py)
+        app.router.routes[0:0] = [clients.lean_submit_route(), *workers.lean_work_routes()]
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -120,6 +120,9 @@ class DevicePublic(BaseModel):
     in_flight: int
     safety_faults: int
     liveness_faults: int
+    # replicated jobs in a row its vote agreed with another contributor's (adaptive
+    # replication: at ``trust_after`` it may run jobs alone, under spot checks)
+    agreed_streak: int
 
 
 class ContributorEarningsPublic(BaseModel):

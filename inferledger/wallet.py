@@ -37,6 +37,7 @@ class Device:
     in_flight: int
     safety_faults: int
     liveness_faults: int
+    agreed_streak: int
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def devices_of(chain: ChainClient, http: httpx.Client, contributor: str) -> list
                 int(api.get("in_flight", 0)),
                 int(api.get("safety_faults", 0)),
                 int(api.get("liveness_faults", 0)),
+                int(api.get("agreed_streak", 0)),
             )
         )
     return out

@@ -94,7 +94,8 @@ def devices(
     ctx: typer.Context,
 ) -> None:
     """The wallet's devices: state on chain (eligible, registered, unbonding, jailed,
-    removed) and, from the API, when each was last seen and what it holds."""
+    removed) and, from the API, when each was last seen, what it holds, its faults and its
+    replicated jobs agreed in a row (the trust of adaptive replication)."""
     import httpx
 
     chain = target(ctx).chain()
@@ -106,7 +107,7 @@ def devices(
         caption=f"bonded {format_tokens(bonds.bonded_wei)}, unbonding "
         f"{format_tokens(bonds.unbonding_wei)}, minimum {format_tokens(bonds.min_stake_wei)}",
     )
-    for column in ("device", "state", "online", "last seen", "in flight", "faults"):
+    for column in ("device", "state", "online", "last seen", "in flight", "faults", "agreed"):
         table.add_column(column)
     for d in found:
         table.add_row(
@@ -116,6 +117,7 @@ def devices(
             "never" if d.last_seen_s_ago is None else f"{d.last_seen_s_ago:g} s ago",
             str(d.in_flight),
             f"{d.safety_faults} safety, {d.liveness_faults} liveness",
+            f"{d.agreed_streak} in a row",
         )
     console.print(table)
     if not found:

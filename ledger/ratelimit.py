@@ -3,7 +3,8 @@ token, a client's address from its voucher), held in this process only.
 
 Each key may spend ``burst`` requests at once and earns ``rate_per_s`` back a second. The
 state is a dict of ``key -> (tokens, at)``; taking a token is one lookup and some arithmetic,
-with no lock: callers take tokens from one thread only (the API's event loop). The dict holds
+under a lock (the API takes tokens on its event loop and, in the lean worker routes, on its
+threadpool's threads). The dict holds
 at most ``max_keys`` keys; past that, buckets that have filled up again (they carry no
 state a fresh bucket lacks) are dropped, and if none have, all are.
 """
@@ -11,6 +12,7 @@ state a fresh bucket lacks) are dropped, and if none have, all are.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 
@@ -30,9 +32,14 @@ class RateLimiter:
         self.max_keys = max_keys
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
 
     def take(self, key: str) -> None:
         """Spend one of ``key``'s tokens, or raise ``RateLimited`` (spending none)."""
+        with self._lock:
+            self._take(key)
+
+    def _take(self, key: str) -> None:
         now = self.clock()
         found = self._buckets.get(key)
         if found is None:

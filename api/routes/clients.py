@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
-from typing import cast
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
-from starlette.exceptions import HTTPException
 from starlette.responses import Response as StarletteResponse
-from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Route
 
-from api.deps import ContextDep, SessionDep, WaitS, get_context
+from api.deps import ContextDep, SessionDep, WaitS
+from api.lean import Handover, LeanRoute, app_context, json_content, read_body, wait_param
 from api.schemas import (
     ChainPublic,
     ClientPublic,
@@ -160,94 +157,25 @@ async def _submit(ctx: Context, body: JobCreate, wait_s: float = 0.0) -> tuple[J
 
 
 def lean_submit_route() -> Route:
-    """``POST /v1/jobs`` without FastAPI's per-request machinery, which was most of the
-    route's CPU (dependency solving, request and response validation through
-    ``jsonable_encoder``): the body is parsed and validated with the same ``JobCreate`` in
-    the same (Python) mode and admitted by the same ``_submit``. It sits in front of the
-    FastAPI route, inside the same middleware (body limit) and exception handlers, so
-    errors are the same. A body that does not parse as ``JobCreate`` is handed, as
-    received, to the FastAPI route: what it answers is what clients get, word for word;
-    the schema (OpenAPI) is that route's too."""
+    """``POST /v1/jobs`` as a lean route (``api.lean``): dependency solving and validation
+    through ``jsonable_encoder`` were most of the route's CPU. The body is validated with
+    the same ``JobCreate`` in the same (Python) mode and admitted by the same ``_submit``."""
 
     async def submit_job_lean(request: Request) -> StarletteResponse:
+        body = await read_body(request)
         try:
-            body = await request.body()
-        except HTTPException:  # over the body limit (413)
-            raise
-        except Exception as exc:  # as FastAPI answers a body it cannot read (a disconnect)
-            raise HTTPException(400, "There was an error parsing the body") from exc
-        try:
-            if not _json_content(request.headers.get("content-type")):
+            if not json_content(request.headers.get("content-type")):
                 raise ValueError("not JSON")
             job_in = JobCreate.model_validate(json.loads(body))
-            wait_s = _wait_s(request.query_params.get("wait_s"))
+            wait_s = wait_param(request.query_params.get("wait_s"))
         except (ValueError, ValidationError, RecursionError):  # JSONDecodeError, UnicodeError
-            return _Handover(request.app.router, body)
-        job, status = await _submit(await _app_context(request.app), job_in, wait_s)
+            return Handover(request.app.router, body)
+        job, status = await _submit(await app_context(request.app), job_in, wait_s)
         return StarletteResponse(
             job.model_dump_json(), status_code=status, media_type="application/json"
         )
 
-    return _LeanRoute("/v1/jobs", submit_job_lean, methods=["POST"], include_in_schema=False)
-
-
-_HANDED_OVER = "inferledger.handed_over"
-
-
-class _LeanRoute(Route):
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope.get(_HANDED_OVER):  # the router looks again and finds the FastAPI route
-            return Match.NONE, {}
-        return super().matches(scope)
-
-
-def _wait_s(raw: str | None) -> float:
-    """``wait_s`` as the FastAPI route reads it; ValueError where it would answer 422."""
-    if raw is None:
-        return 0.0
-    value = float(raw)
-    if not 0.0 <= value <= 60.0:  # also NaN
-        raise ValueError("wait_s out of range")
-    return value
-
-
-def _json_content(content_type: str | None) -> bool:
-    """As FastAPI reads a body as JSON: a ``json`` subtype."""
-    if not content_type:  # FastAPI's strict_content_type (its default) reads no JSON then
-        return False
-    kind = content_type.partition(";")[0].strip().lower()
-    main, _, sub = kind.partition("/")
-    return main == "application" and (sub == "json" or sub.endswith("+json"))
-
-
-async def _app_context(app: FastAPI) -> Context:
-    """This process's context, or the one a test put in ``dependency_overrides``."""
-    override = app.dependency_overrides.get(get_context)
-    if override is None:
-        return await get_context()
-    found = override()
-    return cast(Context, await found if inspect.isawaitable(found) else found)
-
-
-class _Handover(StarletteResponse):
-    """Answers by routing the request again, past the lean route, with the body already
-    read."""
-
-    def __init__(self, router: ASGIApp, body: bytes) -> None:
-        super().__init__()
-        self.router, self.body_read = router, body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": self.body_read, "more_body": False}
-
-        await self.router({**scope, _HANDED_OVER: True}, replay, send)
+    return LeanRoute("/v1/jobs", submit_job_lean, "POST")
 
 
 def _stored_job_public(ctx: Context, job: Job | JobRow) -> JobPublic:

@@ -22,7 +22,8 @@ router = APIRouter(prefix="/v1/contributors", tags=["contributors"])
 @router.get("/{address}/devices", response_model=list[DevicePublic])
 def devices(address: str, session: SessionDep, ctx: ContextDep) -> list[DevicePublic]:
     """Every device key that has signed in under ``address``: eligible (registered, staked,
-    not jailed on chain), seen within ``worker_seen_s``, its work in flight and its faults."""
+    not jailed on chain), seen within ``worker_seen_s``, its work in flight, its faults and
+    its run of agreed replicated jobs (adaptive replication's trust)."""
     owner = checked_address(address)
     rows = session.exec(
         select(Worker).where(Worker.contributor == owner).order_by(col(Worker.address))
@@ -38,6 +39,7 @@ def devices(address: str, session: SessionDep, ctx: ContextDep) -> list[DevicePu
             in_flight=busy.get(w.address, 0),
             safety_faults=w.safety_faults,
             liveness_faults=w.liveness_faults,
+            agreed_streak=w.agreed_streak,
         )
         for w in rows
     ]

@@ -8,14 +8,27 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, ValidationError
 from sqlmodel import Session
+from starlette.responses import Response as StarletteResponse
+from starlette.routing import Route
 
-from api.deps import ContextDep, CurrentWorker, SessionDep, WaitS
+from api.deps import ContextDep, CurrentWorker, SessionDep, WaitS, signed_in_worker
+from api.lean import (
+    Handover,
+    LeanRoute,
+    app_context,
+    int_param,
+    json_content,
+    read_body,
+    wait_param,
+)
 from api.schemas import WorkResult
 from ledger import notify
 from ledger.context import Context
+from ledger.db import session_scope
 from ledger.earnings import pending_of
 from ledger.errors import InvalidRequest
 from ledger.models import Worker
@@ -26,6 +39,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/work", tags=["workers"])
 
 JobId = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{64}$")]
+PULL_DEFAULT = 16  # assignments a pull asks for when it names no ``max``
 
 
 class HandBack(BaseModel):
@@ -77,7 +91,7 @@ def get_work(
     worker: CurrentWorker,
     session: SessionDep,
     ctx: ContextDep,
-    max: int = Query(16, ge=1),
+    max: int = Query(PULL_DEFAULT, ge=1),
     wait_s: WaitS = 0.0,
 ) -> Response:
     """Up to ``max`` (at most ``pull_batch_max``) of this worker's open assignments, oldest
@@ -122,11 +136,24 @@ def post_results(
     Celery reconciler. With ``max`` the answer also carries the worker's next assignments,
     as ``GET /v1/work?max=&wait_s=`` would, once the results are committed: an agent that
     has answered everything it held submits and waits for work in one exchange."""
-    if len(body.results) > ctx.settings.submit_batch_max:
+    answer = _submitted(session, ctx, worker, body.results, max, wait_s)
+    return Response(answer, media_type="application/json")
+
+
+def _submitted(
+    session: Session,
+    ctx: Context,
+    worker: Worker,
+    items: list[dict[str, Any]],
+    max: int,
+    wait_s: float,
+) -> str:
+    """The batch taken (and decided where it completes jobs): the answer's JSON."""
+    if len(items) > ctx.settings.submit_batch_max:
         raise InvalidRequest(
             f"at most {ctx.settings.submit_batch_max} results per batch", code="batch_too_large"
         )
-    results, ready = submit(session, ctx, worker, body.results)
+    results, ready = submit(session, ctx, worker, items)
     if ready and not decide_now(session, ctx, ready):
         session.commit()  # the reconcile task must see these submissions
         try:
@@ -139,7 +166,68 @@ def post_results(
     if max > 0:
         session.commit()  # the results count (and wake their clients) before any wait
         answer = answer[:-1] + ',"assignments":' + _pulled(session, ctx, worker, max, wait_s) + "}"
-    return Response(answer, media_type="application/json")
+    return answer
+
+
+def lean_work_routes() -> list[Route]:
+    """``GET /v1/work`` and ``POST /v1/work/results`` as lean routes (``api.lean``): each
+    request is one trip to a thread (sign-in check, rate limit, the work, the commit) with
+    the same functions as the FastAPI routes, instead of a trip per synchronous dependency
+    and FastAPI's dependency solving and validation around them."""
+
+    async def get_work_lean(request: Request) -> StarletteResponse:
+        query = request.query_params
+        try:
+            limit = int_param(query.get("max"), PULL_DEFAULT, minimum=1)
+            wait_s = wait_param(query.get("wait_s"))
+        except ValueError:
+            return Handover(request.app.router)
+        ctx = await app_context(request.app)
+        authorization = request.headers.get("authorization", "")
+
+        def pull() -> str:
+            with session_scope(ctx.engine) as session:
+                worker = _lean_worker(session, ctx, authorization)
+                return '{"assignments":' + _pulled(session, ctx, worker, limit, wait_s) + "}"
+
+        return _json(await run_in_threadpool(pull))
+
+    async def post_results_lean(request: Request) -> StarletteResponse:
+        body = await read_body(request)
+        query = request.query_params
+        try:
+            if not json_content(request.headers.get("content-type")):
+                raise ValueError("not JSON")
+            items = WorkResult.model_validate(json.loads(body)).results
+            limit = int_param(query.get("max"), 0, minimum=0)
+            wait_s = wait_param(query.get("wait_s"))
+        except (ValueError, ValidationError, RecursionError):  # JSONDecodeError, UnicodeError
+            return Handover(request.app.router, body)
+        ctx = await app_context(request.app)
+        authorization = request.headers.get("authorization", "")
+
+        def take() -> str:
+            with session_scope(ctx.engine) as session:
+                worker = _lean_worker(session, ctx, authorization)
+                return _submitted(session, ctx, worker, items, limit, wait_s)
+
+        return _json(await run_in_threadpool(take))
+
+    return [
+        LeanRoute("/v1/work", get_work_lean, "GET"),
+        LeanRoute("/v1/work/results", post_results_lean, "POST"),
+    ]
+
+
+def _lean_worker(session: Session, ctx: Context, authorization: str) -> Worker:
+    """As ``api.deps.CurrentWorker``: signed in, then within its key's rate limit."""
+    worker = signed_in_worker(session, authorization)
+    ctx.worker_limits.take(worker.address)
+    return worker
+
+
+def _json(text: str) -> StarletteResponse:
+    return StarletteResponse(text, media_type="application/json")
 
 
 @router.post("/release", response_model=HandBackPublic)

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CURSOR = "contracts"
+_CURSOR_READ = select(col(ChainCursor.last_block_scanned), col(ChainCursor.last_block_hash)).where(
+    col(ChainCursor.name) == CURSOR
+)
 INDEXED_CONTRACTS = ("PaymentVault", "StakeRegistry", "EpochSettlement")
 SKIPPED_EVENTS = frozenset({"RoleGranted", "RoleRevoked", "RoleAdminChanged"})
 
@@ -235,10 +238,10 @@ class ChainIndex:
         """(last block scanned, its hash); before the first sync, the block before the
         deployment's and no hash. Read in ``session`` if given (what it can see)."""
         with self._reading(session) as s:
-            row = s.get(ChainCursor, CURSOR, populate_existing=True)
+            row = s.execute(_CURSOR_READ).first()  # two columns: read at every delivery
             if row is None:
                 return self.deployment.block - 1, None
-            return row.last_block_scanned, row.last_block_hash
+            return int(row[0]), str(row[1])
 
     def _locked_cursor(self, session: Session) -> ChainCursor | None:
         return session.exec(

@@ -120,6 +120,9 @@ def test_trust_is_earned_on_replicated_jobs_then_a_trusted_worker_runs_alone(
     worker = vote["worker"]
     assert _earned(env, by_worker[worker]) - earned[worker] == shares[vote["contributor"]]
     assert _streaks(env)[worker] == streaks[worker]  # a lone job proves nothing
+    for c in env.contributors:  # each contributor sees its devices' runs
+        (device,) = env.http.get(f"/v1/contributors/{c.address}/devices").json()
+        assert device["agreed_streak"] == _streaks(env)[c.worker][0]
     with session_scope(env.ctx.engine) as session:
         invariants.check_full(session)
 

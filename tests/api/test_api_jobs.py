@@ -338,7 +338,7 @@ def test_amounts_travel_as_decimal_strings(ready: ApiEnv) -> None:
 @pytest.fixture(scope="module")
 def fastapi_only(ready: ApiEnv) -> Iterator[TestClient]:
     """The same API with ``POST /v1/jobs`` left to its FastAPI route alone."""
-    app = api.main.create_app(lean_jobs=False)
+    app = api.main.create_app(lean=False)
     app.dependency_overrides[api.deps.get_context] = lambda: ready.ctx
     with TestClient(app) as http:
         yield http

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from api_harness import ApiEnv, Contributor, malformed_items, samples, wire
 from eth_account import Account
+from fastapi.testclient import TestClient
 from sqlmodel import select
 
+import api.deps
+import api.main
 from ledger.db import session_scope
 from ledger.models import Assignment, AssignmentStatus
 from protocol import hashing, tensors
@@ -322,3 +326,110 @@ def test_a_submission_may_carry_the_next_pull(ready: ApiEnv) -> None:
         "/v1/work/results", params={"max": -1}, json={"results": []}, headers=c.headers
     )
     assert r.status_code == 422 and r.json()["error"] == "invalid_body"
+
+
+# --- the lean routes (api.routes.workers.lean_work_routes) answer as FastAPI's would ------
+
+
+@pytest.fixture(scope="module")
+def fastapi_only(ready: ApiEnv) -> Iterator[TestClient]:
+    """The same API with the worker routes left to their FastAPI routes alone."""
+    app = api.main.create_app(lean=False)
+    app.dependency_overrides[api.deps.get_context] = lambda: ready.ctx
+    with TestClient(app) as http:
+        yield http
+
+
+def _same(ready: ApiEnv, fastapi_only: TestClient, method: str, url: str, **kw: Any) -> Any:
+    """The lean route's answer, after checking FastAPI's route gives the same one."""
+    lean = ready.http.request(method, url, **kw)
+    plain = fastapi_only.request(method, url, **kw)
+    assert (lean.status_code, lean.json()) == (plain.status_code, plain.json()), lean.text
+    assert lean.headers["content-type"] == plain.headers["content-type"]
+    return lean
+
+
+def test_the_lean_worker_routes_are_the_ones_answering(
+    ready: ApiEnv, fastapi_only: TestClient
+) -> None:
+    lean = [getattr(r, "name", "") for r in ready.http.app.router.routes[:3]]  # type: ignore[attr-defined]
+    assert lean == ["submit_job_lean", "get_work_lean", "post_results_lean"]
+    assert not {"get_work_lean", "post_results_lean"} & {
+        getattr(r, "name", "")
+        for r in fastapi_only.app.routes  # type: ignore[attr-defined]
+    }
+    paths = ready.http.get("/openapi.json").json()["paths"]
+    assert "get" in paths["/v1/work"] and "post" in paths["/v1/work/results"]
+
+
+@pytest.mark.parametrize(
+    "query", ["max=0", "max=abc", "max=1.5", "max=-2", "max=+3", "max=%203", "wait_s=-1",
+              "wait_s=61", "wait_s=nan", "wait_s=soon", "max=2&wait_s=0.01", ""],
+)  # fmt: skip
+def test_a_pull_is_answered_by_the_lean_route_as_by_fastapi(
+    ready: ApiEnv, fastapi_only: TestClient, query: str
+) -> None:
+    c = ready.contributors[0]
+    r = _same(ready, fastapi_only, "GET", f"/v1/work?{query}", headers=c.headers)
+    assert r.status_code in (200, 422)
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": c.token}):
+        r = _same(ready, fastapi_only, "GET", f"/v1/work?{query}", headers=headers)
+        assert r.status_code in (401, 422), r.text
+
+
+def test_a_pull_delivers_the_same_assignments_on_either_route(
+    ready: ApiEnv, fastapi_only: TestClient
+) -> None:
+    env = ready
+    job = env.submit_job(samples(1, start=21))
+    c = env.assigned(job["job_id"])[0]
+    r = _same(env, fastapi_only, "GET", "/v1/work?max=64", headers=c.headers)
+    assert job["job_id"] in {a["job_id"] for a in r.json()["assignments"]}
+
+
+@pytest.mark.parametrize(
+    "content, headers",
+    [
+        (b"{not json", {"content-type": "application/json"}),
+        (b"", {"content-type": "application/json"}),
+        (b"[]", {"content-type": "application/json"}),
+        (b'{"results": 3}', {"content-type": "application/json"}),
+        (b'{"results": []}', {"content-type": "text/plain"}),
+        (b'{"results": []}', {}),
+        (b"[" * 100_000 + b"]" * 100_000, {"content-type": "application/json"}),
+    ],
+)
+def test_a_bad_submission_is_refused_by_the_lean_route_as_by_fastapi(
+    ready: ApiEnv, fastapi_only: TestClient, content: bytes, headers: dict[str, str]
+) -> None:
+    c = ready.contributors[0]
+    for auth in (c.headers, {}):
+        r = _same(
+            ready, fastapi_only, "POST", "/v1/work/results", content=content,
+            headers={**headers, **auth},
+        )  # fmt: skip
+        assert r.status_code in (400, 401, 422), r.text
+
+
+def test_a_submission_is_taken_by_the_lean_route_as_by_fastapi(
+    ready: ApiEnv, fastapi_only: TestClient
+) -> None:
+    env = ready
+    c = env.contributors[0]
+    too_many = {"results": [{}] * (env.ctx.settings.submit_batch_max + 1)}
+    r = _same(env, fastapi_only, "POST", "/v1/work/results", json=too_many, headers=c.headers)
+    assert r.json()["error"] == "batch_too_large"
+    for query in ("max=-1", "wait_s=99", "max=x"):
+        r = _same(env, fastapi_only, "POST", f"/v1/work/results?{query}", json={"results": []},
+                  headers=c.headers)  # fmt: skip
+        assert r.status_code == 422
+    r = _same(env, fastapi_only, "POST", "/v1/work/results", json={"results": []})
+    assert r.status_code == 401
+    job = env.submit_job(samples(1, start=22))
+    c = env.assigned(job["job_id"])[0]
+    item = env.result_item(_mine(env, c, job["job_id"]), c.device)
+    first = env.http.post("/v1/work/results", json={"results": [item]}, headers=c.headers)
+    assert first.status_code == 200 and first.json()["results"][0]["status"] == "accepted"
+    again = _same(env, fastapi_only, "POST", "/v1/work/results", json={"results": [item]},
+                  headers=c.headers)  # fmt: skip
+    assert again.json()["results"][0]["job_id"] == job["job_id"]
