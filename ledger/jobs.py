@@ -309,7 +309,7 @@ class _Admission:
             )
         if self.balances[req.client] < price:  # the last check: all others passed
             self._sync_or_refuse(client, price)
-        workers = scheduler.adaptive(ctx, workers)
+        workers = scheduler.adaptive(ctx, workers, self.pool.trust)
         self.pool.take(workers)
         self.balances[req.client] -= price
         client.max_voucher_wei = p.voucher.cumulative_amount

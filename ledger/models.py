@@ -116,8 +116,16 @@ class Worker(SQLModel, table=True):
     last_seen: float = 0.0
     safety_faults: int = 0  # results that disagreed with consensus in their class
     liveness_faults: int = 0  # assignments left unanswered past their deadline
-    # replicated jobs in a row where it agreed with another contributor's worker; reset by a
-    # safety fault (adaptive replication: ``scheduler.adaptive``)
+
+
+class WorkerTrust(SQLModel, table=True):
+    """Adaptive replication's record of a worker (``scheduler.adaptive``): the replicated jobs
+    in a row where its vote agreed with another contributor's worker; a safety fault sets it
+    to 0. A table of its own, written only by decisions: a decision that wrote the worker's
+    row would wait (PostgreSQL) for a request holding that row, while the request waited for
+    the decision's account locks."""
+
+    address: str = Field(primary_key=True, max_length=42)
     agreed_streak: int = 0
 
 

@@ -34,7 +34,7 @@ from sqlmodel import Session, col
 
 from ledger import invariants, journal, notify, scheduler
 from ledger.context import Context
-from ledger.db import ROWS_PER_STATEMENT, values_list
+from ledger.db import ROWS_PER_STATEMENT, mark, values_list
 from ledger.journal import TransferKind, TransferSpec
 from ledger.models import Assignment, AssignmentStatus, Job, JobStatus, Worker
 from protocol.consensus import Tally, Vote, tally, within_tolerance
@@ -178,23 +178,31 @@ def _apply(session: Session, batch: _Batch, redis_url: str) -> None:
     _track_record(connection, batch)
 
 
+_TRUST_UPSERT = """INSERT INTO workertrust (address, agreed_streak) VALUES ({m}, {m})
+ON CONFLICT (address) DO UPDATE SET agreed_streak = {set_to}"""
+
+
 def _track_record(connection: Any, batch: _Batch) -> None:
-    """Each worker's safety faults and run of agreed replicated jobs (adaptive replication:
-    ``scheduler.adaptive``): agreeing extends the run, a fault anywhere in the batch ends it."""
-    by_worker = update(Worker).where(col(Worker.address) == bindparam("b_worker"))
+    """Each worker's safety faults, and its run of agreed replicated jobs (``WorkerTrust``,
+    adaptive replication: ``scheduler.adaptive``): agreeing extends the run, a fault anywhere
+    in the batch ends it. Runs are upserted in address order."""
+    if batch.faults:
+        bump = (
+            update(Worker)
+            .where(col(Worker.address) == bindparam("b_worker"))
+            .values(safety_faults=col(Worker.safety_faults) + bindparam("b_count"))
+        )
+        connection.execute(
+            bump, [{"b_worker": w, "b_count": n} for w, n in sorted(batch.faults.items())]
+        )
+    m = mark(connection.dialect)
     agreed = sorted((w, n) for w, n in batch.agreed.items() if w not in batch.faults)
     if agreed:
-        connection.execute(
-            by_worker.values(agreed_streak=col(Worker.agreed_streak) + bindparam("b_count")),
-            [{"b_worker": w, "b_count": n} for w, n in agreed],
-        )
+        extend = "workertrust.agreed_streak + excluded.agreed_streak"
+        connection.exec_driver_sql(_TRUST_UPSERT.format(m=m, set_to=extend), agreed)
     if batch.faults:
-        connection.execute(
-            by_worker.values(
-                safety_faults=col(Worker.safety_faults) + bindparam("b_count"), agreed_streak=0
-            ),
-            [{"b_worker": w, "b_count": n} for w, n in sorted(batch.faults.items())],
-        )
+        ended = [(w, 0) for w in sorted(batch.faults)]
+        connection.exec_driver_sql(_TRUST_UPSERT.format(m=m, set_to="0"), ended)
 
 
 RECONCILE_CACHE_KIB = 64 * 1024  # SQLite: the reconciling connection's page cache

@@ -7,17 +7,18 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from weakref import WeakKeyDictionary
 
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, func, select
 
 from ledger import notify
 from ledger.chain import projection
 from ledger.chain.index import ChainIndex
 from ledger.context import Context
-from ledger.models import Assignment, AssignmentStatus, Job, Worker
+from ledger.models import Assignment, AssignmentStatus, Job, Worker, WorkerTrust
 
 CHECKED_RESOLUTION_S = 1.0  # Worker.checked_at (read by nothing) is rewritten at most this often
 
@@ -68,13 +69,18 @@ class Pool:
     max_in_flight: int
     by_contributor: dict[str, list[Worker]]
     busy: dict[str, int]
+    trust: dict[str, int] = field(default_factory=dict)  # agreed runs, if adaptive is on
 
     @classmethod
     def load(cls, session: Session, ctx: Context) -> Pool:
         by_contributor: dict[str, list[Worker]] = defaultdict(list)
         for worker in eligible_workers(session, ctx):
             by_contributor[worker.contributor].append(worker)
-        return cls(ctx.settings.worker_max_in_flight, by_contributor, in_flight(session))
+        trust: dict[str, int] = {}
+        if ctx.settings.trust_after > 0:
+            addresses = [w.address for ws in by_contributor.values() for w in ws]
+            trust = agreed_streaks(session, addresses)
+        return cls(ctx.settings.worker_max_in_flight, by_contributor, in_flight(session), trust)
 
     def choose(self, count: int, exclude_contributors: Collection[str] = ()) -> list[Worker]:
         """Up to ``count`` workers of distinct contributors not in ``exclude_contributors``,
@@ -114,17 +120,32 @@ def choose(
 SPOT_CHECK_SCALE = 10_000  # spot_check_bps: basis points
 
 
-def adaptive(ctx: Context, workers: list[Worker], draws: _Draws | None = None) -> list[Worker]:
+def agreed_streaks(session: Session, addresses: Collection[str]) -> dict[str, int]:
+    """Each worker's run of agreed replicated jobs (``WorkerTrust``); absent: 0."""
+    if not addresses:
+        return {}
+    rows = session.execute(
+        core_select(col(WorkerTrust.address), col(WorkerTrust.agreed_streak)).where(
+            col(WorkerTrust.address).in_(sorted(addresses))
+        )
+    ).all()
+    return {str(address): int(streak) for address, streak in rows}
+
+
+def adaptive(
+    ctx: Context, workers: list[Worker], trust: Mapping[str, int], draws: _Draws | None = None
+) -> list[Worker]:
     """Adaptive replication (docs/architecture.md, *Adaptive replication*): of ``workers``
     (chosen at random for one job), the first trusted one alone, where one is trusted and the
     job is not drawn for a spot check; all of them otherwise. Trusted: its last
-    ``trust_after`` replicated jobs all agreed with another contributor's worker. The draw
+    ``trust_after`` replicated jobs all agreed with another contributor's worker
+    (``trust``: ``Pool.trust``, read with the pool). The draw
     is the OS's CSPRNG, and a spot-checked job's assignment looks like a lone one's: a worker
     cannot tell which of its jobs are checked."""
     trust_after = ctx.settings.trust_after
     if trust_after <= 0 or len(workers) < 2:
         return workers
-    trusted = next((w for w in workers if w.agreed_streak >= trust_after), None)
+    trusted = next((w for w in workers if trust.get(w.address, 0) >= trust_after), None)
     if trusted is None:
         return workers
     if (draws or _Draws()).below(SPOT_CHECK_SCALE) < ctx.settings.spot_check_bps:

@@ -14,7 +14,7 @@ from api.schemas import ContributorEarningsPublic, DevicePublic
 from ledger.auth import checked_address
 from ledger.earnings import contributor_earnings
 from ledger.models import Worker
-from ledger.scheduler import in_flight
+from ledger.scheduler import agreed_streaks, in_flight
 
 router = APIRouter(prefix="/v1/contributors", tags=["contributors"])
 
@@ -29,6 +29,7 @@ def devices(address: str, session: SessionDep, ctx: ContextDep) -> list[DevicePu
         select(Worker).where(Worker.contributor == owner).order_by(col(Worker.address))
     ).all()
     busy = in_flight(session)
+    trust = agreed_streaks(session, [w.address for w in rows])
     now = time.time()
     return [
         DevicePublic(
@@ -39,7 +40,7 @@ def devices(address: str, session: SessionDep, ctx: ContextDep) -> list[DevicePu
             in_flight=busy.get(w.address, 0),
             safety_faults=w.safety_faults,
             liveness_faults=w.liveness_faults,
-            agreed_streak=w.agreed_streak,
+            agreed_streak=trust.get(w.address, 0),
         )
         for w in rows
     ]

@@ -22,7 +22,8 @@ from ledger import invariants, journal
 from ledger.config import REPO_ROOT
 from ledger.db import session_scope
 from ledger.epochs import close_epoch
-from ledger.models import Worker
+from ledger.models import Worker, WorkerTrust
+from ledger.scheduler import agreed_streaks
 from protocol import epochfile, tensors
 from protocol.contracts import CONTRACT_NAMES, artifact
 from protocol.pricing import split
@@ -52,10 +53,9 @@ def spot_checks(ready: ApiEnv) -> Iterator[Any]:
 def _streaks(env: ApiEnv) -> dict[str, tuple[int, int]]:
     """Each worker's (run of agreed replicated jobs, safety faults)."""
     with session_scope(env.ctx.engine) as session:
-        return {
-            w.address: (w.agreed_streak, w.safety_faults)
-            for w in session.exec(select(Worker)).all()
-        }
+        workers = session.exec(select(Worker)).all()
+        trust = agreed_streaks(session, [w.address for w in workers])
+        return {w.address: (trust.get(w.address, 0), w.safety_faults) for w in workers}
 
 
 def _earned(env: ApiEnv, c: Contributor) -> int:
@@ -132,12 +132,11 @@ def test_a_wrong_answer_on_a_spot_check_ends_the_workers_trust(
 ) -> None:
     env = ready
     spot_checks(10_000)  # every job checked: replicated whoever is trusted
-    for c in env.contributors:  # each has earned trust (as in the test above)
-        with session_scope(env.ctx.engine) as session:
-            row = session.get(Worker, c.worker)
-            assert row is not None
-            row.agreed_streak = max(row.agreed_streak, TRUST_AFTER)
-            session.add(row)
+    streaks = _streaks(env)
+    with session_scope(env.ctx.engine) as session:  # each has earned trust (as in the test above)
+        for c in env.contributors:
+            streak = max(streaks[c.worker][0], TRUST_AFTER)
+            session.merge(WorkerTrust(address=c.worker, agreed_streak=streak))
     job = env.submit_job(_next_inputs())
     holders = env.assigned(job["job_id"])
     assert len(holders) == 2  # spot-checked: replicated though both are trusted

@@ -33,7 +33,15 @@ from ledger.errors import (
     VoucherInvalid,
 )
 from ledger.jobs import JobRequest, JobRow, admit, create_job, prepare
-from ledger.models import Assignment, AssignmentStatus, Client, Job, JobStatus, Worker
+from ledger.models import (
+    Assignment,
+    AssignmentStatus,
+    Client,
+    Job,
+    JobStatus,
+    Worker,
+    WorkerTrust,
+)
 from protocol import tensors
 from protocol.eip712 import Voucher, job_id, sign_voucher
 
@@ -635,10 +643,7 @@ def _with(ctx: Context, **changes: Any) -> Context:
 def _set_streaks(ctx: Context, streaks: dict[str, int]) -> None:
     with session_scope(ctx.engine) as session:
         for worker, streak in streaks.items():
-            row = session.get(Worker, worker)
-            assert row is not None
-            row.agreed_streak = streak
-            session.add(row)
+            session.merge(WorkerTrust(address=worker, agreed_streak=streak))
 
 
 def _replicas(ctx: Context, job: Job | JobRow) -> tuple[int, list[str]]:

@@ -5,12 +5,15 @@ client is refunded; a second run changes nothing."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from ledger_support import add_worker, address, h32, insert_job, snapshot
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from ledger import invariants, journal
@@ -19,6 +22,7 @@ from ledger.context import Context
 from ledger.db import session_scope
 from ledger.models import Assignment, AssignmentStatus, Job, JobStatus, Worker
 from ledger.reconcile import reconcile_batch, within_tolerance
+from ledger.scheduler import agreed_streaks
 from protocol import tensors
 from protocol.pricing import split
 
@@ -381,7 +385,9 @@ def test_reconcile_that_moves_other_than_the_price_is_refused_and_changes_nothin
 def _streaks(ctx: Context) -> dict[str, tuple[int, int]]:
     """Each worker's (run of agreed replicated jobs, safety faults)."""
     with Session(ctx.engine) as session:
-        return {w.address: (w.agreed_streak, w.safety_faults) for w in session.exec(select(Worker))}
+        workers = session.exec(select(Worker)).all()
+        trust = agreed_streaks(session, [w.address for w in workers])
+        return {w.address: (trust.get(w.address, 0), w.safety_faults) for w in workers}
 
 
 def test_reconcile_agreement_builds_a_workers_trust_and_a_fault_ends_it(ctx: Context) -> None:
@@ -410,3 +416,35 @@ def test_reconcile_agreement_builds_a_workers_trust_and_a_fault_ends_it(ctx: Con
     _check_all(ctx)
     _assert_rerun_changes_nothing(ctx)
     assert _streaks(ctx) == {W1: (0, 1), W2: (3, 0), W3: (2, 0)}
+
+
+def test_reconcile_decides_while_a_request_holds_its_workers_rows(
+    ctx: Context, db_url: str
+) -> None:
+    """On PostgreSQL a pull or a submission holds its worker's row (it notes ``last_seen``)
+    and may then wait for the accounts a decision has locked; a decision that wrote that row
+    too would deadlock with it. The trust record is a table of its own: a batch deciding an
+    agreement completes while another transaction holds both workers' rows."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks: SQLite's single writer serialises the two anyway")
+    with session_scope(ctx.engine) as session:
+        for worker, owner in ((W1, C1), (W2, C2)):
+            add_worker(session, worker, owner)
+    _job(ctx, [(C1, W1, FP, R1), (C2, W2, FP, R1)])
+    holder = Session(ctx.engine)
+    holder.execute(update(Worker).values(last_seen=time.time()))  # both rows, locked
+    outcome: list[tuple[int, int, int]] = []
+    done = threading.Event()
+
+    def decide() -> None:
+        outcome.append(_reconcile(ctx))
+        done.set()
+
+    try:
+        threading.Thread(target=decide, daemon=True).start()
+        assert done.wait(15), "the decision waited for a worker's row"
+    finally:
+        holder.rollback()
+        holder.close()
+    assert done.wait(15) and outcome == [(1, 0, 0)]
+    assert _streaks(ctx) == {W1: (1, 0), W2: (1, 0)}
