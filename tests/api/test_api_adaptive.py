@@ -9,7 +9,6 @@ so each step's outcome is certain; the rate itself is drawn in tests/ledger/test
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -36,18 +35,6 @@ API_SETTINGS = {"trust_after": TRUST_AFTER, "spot_check_bps": 0, "reconcile_inli
 def ready(env: ApiEnv) -> ApiEnv:
     env.sign_in_all()
     return env
-
-
-@pytest.fixture
-def spot_checks(ready: ApiEnv) -> Iterator[Any]:
-    """Set ``spot_check_bps`` for one test; put back after."""
-    before = ready.ctx.settings.spot_check_bps
-
-    def set_to(bps: int) -> None:
-        ready.ctx.settings.spot_check_bps = bps
-
-    yield set_to
-    ready.ctx.settings.spot_check_bps = before
 
 
 def _streaks(env: ApiEnv) -> dict[str, tuple[int, int]]:
@@ -127,11 +114,9 @@ def test_trust_is_earned_on_replicated_jobs_then_a_trusted_worker_runs_alone(
         invariants.check_full(session)
 
 
-def test_a_wrong_answer_on_a_spot_check_ends_the_workers_trust(
-    ready: ApiEnv, spot_checks: Any
-) -> None:
+def test_a_wrong_answer_on_a_spot_check_ends_the_workers_trust(ready: ApiEnv, setting: Any) -> None:
     env = ready
-    spot_checks(10_000)  # every job checked: replicated whoever is trusted
+    setting("spot_check_bps", 10_000)  # every job checked: replicated whoever is trusted
     streaks = _streaks(env)
     with session_scope(env.ctx.engine) as session:  # each has earned trust (as in the test above)
         for c in env.contributors:
@@ -150,7 +135,7 @@ def test_a_wrong_answer_on_a_spot_check_ends_the_workers_trust(
     assert decided["status"] == "accepted" and len(decided["attestations"]) == 3
     assert _streaks(env)[cheat.worker] == (0, faults + 1)  # trust gone, a safety fault
 
-    spot_checks(0)  # never checked: only trust decides now
+    setting("spot_check_bps", 0)  # never checked: only trust decides now
     for _ in range(6):
         _, first = _run(env)
         assert first != [cheat.worker], "a worker that lost its trust ran a job alone"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,18 +27,6 @@ API_SETTINGS = {"reconcile_inline_max": 8}
 def ready(env: ApiEnv) -> ApiEnv:
     env.sign_in_all()
     return env
-
-
-@pytest.fixture
-def inline_max(ready: ApiEnv) -> Iterator[Any]:
-    """Set ``reconcile_inline_max`` for one test; put back after."""
-    before = ready.ctx.settings.reconcile_inline_max
-
-    def set_to(n: int) -> None:
-        ready.ctx.settings.reconcile_inline_max = n
-
-    yield set_to
-    ready.ctx.settings.reconcile_inline_max = before
 
 
 def _answer_all(env: ApiEnv, job_id: str) -> list[dict[str, Any]]:
@@ -74,9 +61,9 @@ def test_the_last_vote_decides_the_job_in_its_request(ready: ApiEnv) -> None:
     assert env.reconcile().accepted == 0  # the reconciler finds nothing left to decide
 
 
-def test_with_inline_decisions_off_the_reconciler_decides(ready: ApiEnv, inline_max: Any) -> None:
+def test_with_inline_decisions_off_the_reconciler_decides(ready: ApiEnv, setting: Any) -> None:
     env = ready
-    inline_max(0)
+    setting("reconcile_inline_max", 0)
     job = env.submit_job(samples(2, start=7))
     _answer_all(env, job["job_id"])
     assert _status(env, job["job_id"]) == JobStatus.SUBMITTED

@@ -14,8 +14,6 @@ from eth_account import Account
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-import api.deps
-import api.main
 from inferledger.demo import dev_keys
 from protocol.eip712 import job_id
 
@@ -333,15 +331,6 @@ def test_amounts_travel_as_decimal_strings(ready: ApiEnv) -> None:
 
 
 # --- the lean route (api.routes.clients.lean_submit_route) answers as FastAPI's would ------
-
-
-@pytest.fixture(scope="module")
-def fastapi_only(ready: ApiEnv) -> Iterator[TestClient]:
-    """The same API with ``POST /v1/jobs`` left to its FastAPI route alone."""
-    app = api.main.create_app(lean=False)
-    app.dependency_overrides[api.deps.get_context] = lambda: ready.ctx
-    with TestClient(app) as http:
-        yield http
 
 
 def _same_answer(ready: ApiEnv, fastapi_only: TestClient, **request: Any) -> Any:

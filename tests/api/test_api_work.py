@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,8 +15,6 @@ from eth_account import Account
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-import api.deps
-import api.main
 from ledger.db import session_scope
 from ledger.models import Assignment, AssignmentStatus
 from protocol import hashing, tensors
@@ -329,15 +326,6 @@ def test_a_submission_may_carry_the_next_pull(ready: ApiEnv) -> None:
 
 
 # --- the lean routes (api.routes.workers.lean_work_routes) answer as FastAPI's would ------
-
-
-@pytest.fixture(scope="module")
-def fastapi_only(ready: ApiEnv) -> Iterator[TestClient]:
-    """The same API with the worker routes left to their FastAPI routes alone."""
-    app = api.main.create_app(lean=False)
-    app.dependency_overrides[api.deps.get_context] = lambda: ready.ctx
-    with TestClient(app) as http:
-        yield http
 
 
 def _same(ready: ApiEnv, fastapi_only: TestClient, method: str, url: str, **kw: Any) -> Any:
