@@ -49,7 +49,8 @@ class StackConfig:
     spot_check_bps: int = 1_000
     redis_url: str = "redis://127.0.0.1:6379/0"
     worker_env: dict[str, str] = field(default_factory=dict)  # INFERLEDGER_WORKER_* settings
-    api_server: str = "serve"  # python -m api.serve (one process), or plain "uvicorn"
+    api_server: str = "serve"  # python -m api.serve, or plain "uvicorn" (one process)
+    api_workers: int = 1  # api.serve's processes
 
 
 @dataclass
@@ -154,7 +155,7 @@ def start(cfg: StackConfig, procs: Processes) -> Stack:
     if cfg.api_server == "uvicorn":
         argv = [py, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
     else:
-        argv = [py, "-m", "api.serve", "--port", str(port), "--workers", "1"]
+        argv = [py, "-m", "api.serve", "--port", str(port), "--workers", str(cfg.api_workers)]
     api = procs.start("api", [*argv, "--log-level", "warning"], env=env, cwd=ROOT)
     pids["api"] = api.pid
     node = f"{env['INFERLEDGER_CELERY_QUEUE']}@bench"

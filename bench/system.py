@@ -432,6 +432,11 @@ def main() -> None:
         "--api-server", choices=["serve", "uvicorn"], default="serve",
         help="python -m api.serve (as deployed), or plain uvicorn api.main:app (as make demo)",
     )  # fmt: skip
+    parser.add_argument(
+        "--api-workers", type=int, default=1,
+        help="api.serve's processes (the bench's default: one, as SQLite is written best "
+        "from one process)",
+    )  # fmt: skip
     parser.add_argument("--name", default="system", help="bench/results/<name>.json")
     parser.add_argument("--keep", type=Path, help="a folder to keep data and logs in")
     args = parser.parse_args()
@@ -454,6 +459,7 @@ def main() -> None:
             device_workers=devices,
             worker_env=latency_env if args.latency_requests > 0 else throughput_env,
             api_server=args.api_server,
+            api_workers=args.api_workers,
         )
         with Processes(data / "logs") as procs:
             figures = run(cfg, procs, args, sizes, throughput_env)
@@ -463,6 +469,7 @@ def main() -> None:
         "spot_check_bps": args.spot_check_bps,
         "device_workers": devices,
         "api_server": args.api_server,
+        "api_workers": args.api_workers,
         "latency_agents": latency_env,
         "throughput_agents": args.throughput_agents,
         **throughput_env,
