@@ -13,6 +13,7 @@ from functools import lru_cache
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import is_address
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from ledger.context import Context
@@ -127,13 +128,17 @@ def authenticate(session: Session, token: str) -> AuthToken:
     return authenticate_worker(session, token)[0]
 
 
+_TOKEN_AND_WORKER = (  # built once: every worker request runs it
+    select(AuthToken, Worker)
+    .outerjoin(Worker, col(Worker.address) == col(AuthToken.address))
+    .where(col(AuthToken.token_hash) == bindparam("token_hash"))
+)
+
+
 def authenticate_worker(session: Session, token: str) -> tuple[AuthToken, Worker | None]:
     """The token's row and the worker it names (None if none), read by one query."""
-    found = session.exec(
-        select(AuthToken, Worker)
-        .outerjoin(Worker, col(Worker.address) == col(AuthToken.address))
-        .where(AuthToken.token_hash == hashlib.sha256(token.encode()).hexdigest())
-    ).first()
+    token_hash = hashlib.sha256(token.encode()).hexdigest()
+    found = session.execute(_TOKEN_AND_WORKER, {"token_hash": token_hash}).first()
     if found is None or found[0].expires_at < int(time.time()):
         raise Unauthorized("missing, unknown or expired token", reason="bad_token")
     return found[0], found[1]

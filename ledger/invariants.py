@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Integer, String, cast, func, literal, type_coerce
+from sqlalchemy import Integer, String, bindparam, cast, func, literal, type_coerce
 from sqlalchemy import select as select_columns  # a Core select of any number of columns
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
@@ -146,6 +146,11 @@ def escrow_matches_open_jobs(session: Session) -> None:
         )
 
 
+_BALANCES_OF = select_columns(col(Account.id), col(Account.kind), col(Account.balance_wei)).where(
+    col(Account.id).in_(bindparam("ids", expanding=True))
+)  # built once: it runs in every paid request's path
+
+
 def unit_conserves(session: Session, before: Mapping[str, int], escrow_change_wei: int) -> None:
     """``check_money`` for one unit of work that moved money only between the accounts of
     ``before`` (their balances when it locked them, escrow among them) and changed the
@@ -160,12 +165,8 @@ def unit_conserves(session: Session, before: Mapping[str, int], escrow_change_we
     sweep and before every epoch goes on chain (``check_full``), which catches a write that
     went around a unit of work."""
     ids = sorted(before)
-    after = {
-        account_id: (kind, balance)
-        for account_id, kind, balance in session.exec(
-            select(Account.id, Account.kind, Account.balance_wei).where(col(Account.id).in_(ids))
-        )
-    }
+    rows = session.execute(_BALANCES_OF, {"ids": ids}).all()
+    after = {account_id: (kind, balance) for account_id, kind, balance in rows}
     missing = [i for i in ids if i not in after]
     if missing:
         raise InvariantViolation(f"unit_conserves: accounts {missing} vanished", missing=missing)

@@ -140,9 +140,15 @@ _CLIENT_UPDATE = (
 )
 
 
+# built once: the statements of every paid request's admission
+_CLIENTS = select(Client.address, Client.deposited_wei, Client.max_voucher_wei).where(
+    col(Client.address).in_(bindparam("addresses", expanding=True))
+)
+_JOBS_KNOWN = select(Job.id).where(col(Job.id).in_(bindparam("ids", expanding=True)))
+
+
 def load_clients(session: Session, addresses: list[str]) -> dict[str, ClientState]:
-    query = select(Client.address, Client.deposited_wei, Client.max_voucher_wei)
-    rows = session.exec(query.where(col(Client.address).in_(addresses))).all()
+    rows = session.execute(_CLIENTS, {"addresses": addresses}).all()
     found = {a: ClientState(a, d, m, (d, m)) for a, d, m in rows}
     return {a: found.get(a) or ClientState(a) for a in addresses}
 
@@ -263,6 +269,7 @@ class _Admission:
     clients: dict[str, ClientState]
     jobs: dict[str, Job | JobRow]
     pool: scheduler.Pool | None = None
+    locked: dict[str, journal.Locked] | None = None  # the accounts as locked, while unmoved
     holds: list[TransferSpec] = field(default_factory=list)
     new_jobs: list[JobRow] = field(default_factory=list)
     new_assignments: list[tuple[str, str, str, str, int]] = field(default_factory=list)
@@ -351,6 +358,7 @@ class _Admission:
         """Bring in deposits the journal has not seen yet; if they still do not cover
         ``price``, refuse with nothing changed (the synced deposit is rolled back too)."""
         before = client.deposited_wei
+        self.locked = None  # a deposit synced moves the client's and the vault's balances
         savepoint = self.session.begin_nested()
         _sync_deposits(self.session, self.ctx, client)
         available = self.balances[client.address] + client.deposited_wei - before
@@ -366,7 +374,7 @@ class _Admission:
         self.balances[client.address] = available
 
     def write(self) -> None:
-        journal.post_batch(self.session, self.holds)
+        journal.post_batch(self.session, self.holds, self.locked)
         columns = JobRow.__slots__
         rows = [tuple(getattr(j, c) for c in columns) for j in self.new_jobs]
         insert_many(self.session, Job.__table__, columns, rows)  # type: ignore[attr-defined]
@@ -382,7 +390,7 @@ class _Admission:
 def _known_jobs(session: Session, ids: set[str]) -> dict[str, Job | JobRow]:
     """The jobs of ``ids`` that exist already (retries), looked up by their ids alone: only
     the few found are loaded whole."""
-    found = session.exec(select(Job.id).where(col(Job.id).in_(ids))).all()
+    found = session.execute(_JOBS_KNOWN, {"ids": sorted(ids)}).scalars().all()
     if not found:
         return {}
     return {j.id: j for j in session.exec(select(Job).where(col(Job.id).in_(found))).all()}
@@ -407,6 +415,7 @@ def admit(session: Session, ctx: Context, batch: list[Prepared]) -> list[Outcome
         before={i: a.balance_wei for i, a in accounts.items()},
         clients=load_clients(session, clients),
         jobs=_known_jobs(session, {p.job_id for p in batch}),
+        locked=accounts,
     )
     outcomes: list[Outcome] = []
     for p in batch:

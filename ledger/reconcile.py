@@ -127,20 +127,32 @@ def _extend(session: Session, ctx: Context, job_id: str, votes: list[Vote]) -> b
     return True
 
 
+# built once: a decision in the request runs each of them
+_VOTES = (
+    select(
+        col(Assignment.id),
+        col(Assignment.job_id),
+        col(Assignment.worker),
+        col(Assignment.contributor),
+        col(Assignment.fingerprint),
+        col(Assignment.result_hash),
+    )
+    .where(col(Assignment.job_id).in_(bindparam("job_ids", expanding=True)))
+    .where(col(Assignment.status) == AssignmentStatus.SUBMITTED)
+    .order_by(col(Assignment.id))
+)
+_SUBMITTED = (
+    select(col(Job.id), col(Job.client), col(Job.model_hash), col(Job.price_wei))
+    .where(col(Job.status) == JobStatus.SUBMITTED)
+    .order_by(col(Job.created_at))
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_SUBMITTED_OF = _SUBMITTED.where(col(Job.id).in_(bindparam("job_ids", expanding=True)))
+
+
 def _votes(session: Session, job_ids: list[str]) -> dict[str, list[Vote]]:
-    rows = session.execute(
-        select(
-            col(Assignment.id),
-            col(Assignment.job_id),
-            col(Assignment.worker),
-            col(Assignment.contributor),
-            col(Assignment.fingerprint),
-            col(Assignment.result_hash),
-        )
-        .where(col(Assignment.job_id).in_(job_ids))
-        .where(col(Assignment.status) == AssignmentStatus.SUBMITTED)
-        .order_by(col(Assignment.id))
-    ).all()
+    rows = session.execute(_VOTES, {"job_ids": job_ids}).all()
     votes: dict[str, list[Vote]] = defaultdict(list)
     for aid, jid, worker, contributor, fingerprint, result_hash in rows:
         votes[jid].append(Vote(aid, worker, contributor, (fingerprint or "", result_hash or "")))
@@ -162,11 +174,13 @@ failure = v.column6, decided_at = {now}
 FROM (VALUES {values}) AS v WHERE job.id = v.column1 AND job.status = '{submitted}'"""
 
 
-def _apply(session: Session, batch: _Batch, redis_url: str) -> None:
+def _apply(
+    session: Session, batch: _Batch, redis_url: str, locked: dict[str, journal.Locked]
+) -> None:
     """Post the batch's money, then decide its jobs a few hundred per statement (an UPDATE
     from a VALUES list, the same SQL on SQLite and PostgreSQL); a job already decided is
     left as it is, whatever runs again."""
-    journal.post_batch(session, batch.specs)
+    journal.post_batch(session, batch.specs, locked)
     notify.decided(session, redis_url, (d[0] for d in batch.decided))
     connection = session.connection()
     for start in range(0, len(batch.decided), ROWS_PER_STATEMENT):
@@ -224,19 +238,12 @@ def reconcile_batch(
 ) -> ReconcileReport:
     """Decide up to ``limit`` submitted jobs, oldest first, as one unit of work; only those
     of ``job_ids`` where given (``decide_now``)."""
-    query = (
-        select(col(Job.id), col(Job.client), col(Job.model_hash), col(Job.price_wei))
-        .where(col(Job.status) == JobStatus.SUBMITTED)
-        .order_by(col(Job.created_at))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
     if job_ids is None:
         _larger_page_cache(session)
+        jobs = session.execute(_SUBMITTED, {"limit": limit}).all()
     else:
-        query = query.where(col(Job.id).in_(sorted(job_ids)))
+        jobs = session.execute(_SUBMITTED_OF, {"limit": limit, "job_ids": sorted(job_ids)}).all()
     report = ReconcileReport()
-    jobs = session.execute(query).all()
     if not jobs:
         return report
     votes = _votes(session, [j.id for j in jobs])
@@ -275,7 +282,7 @@ def reconcile_batch(
     before = {i: a.balance_wei for i, a in touched.items()}
     prices = {j.id: j.price_wei for j in jobs}
     released = sum(prices[d[0]] for d in batch.decided)
-    _apply(session, batch, ctx.settings.redis_url)
+    _apply(session, batch, ctx.settings.redis_url, touched)
     session.flush()
     session.expire_all()  # rows changed by statements, not through loaded objects
     # the checks on what this unit changed: check_money reads every open job, which made

@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from weakref import WeakKeyDictionary
 
+from sqlalchemy import bindparam
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, func, select
 
@@ -42,22 +43,28 @@ class _Draws:
         return draw
 
 
+# built once: every paid request's admission runs them
+_ELIGIBLE = select(Worker).where(
+    col(Worker.eligible).is_(True), col(Worker.last_seen) >= bindparam("seen_after")
+)
+_IN_FLIGHT = (
+    select(Assignment.worker, func.count())
+    .where(Assignment.status == AssignmentStatus.ASSIGNED)
+    .group_by(col(Assignment.worker))
+)
+_STREAKS = core_select(col(WorkerTrust.address), col(WorkerTrust.agreed_streak)).where(
+    col(WorkerTrust.address).in_(bindparam("addresses", expanding=True))
+)
+
+
 def eligible_workers(session: Session, ctx: Context) -> list[Worker]:
     seen_after = time.time() - ctx.settings.worker_seen_s
-    return list(
-        session.exec(
-            select(Worker).where(col(Worker.eligible).is_(True), Worker.last_seen >= seen_after)
-        ).all()
-    )
+    return list(session.execute(_ELIGIBLE, {"seen_after": seen_after}).scalars().all())
 
 
 def in_flight(session: Session) -> dict[str, int]:
     """Unanswered assignments per worker."""
-    rows = session.exec(
-        select(Assignment.worker, func.count())
-        .where(Assignment.status == AssignmentStatus.ASSIGNED)
-        .group_by(col(Assignment.worker))
-    ).all()
+    rows = session.execute(_IN_FLIGHT).all()
     return {worker: int(count) for worker, count in rows}
 
 
@@ -124,11 +131,7 @@ def agreed_streaks(session: Session, addresses: Collection[str]) -> dict[str, in
     """Each worker's run of agreed replicated jobs (``WorkerTrust``); absent: 0."""
     if not addresses:
         return {}
-    rows = session.execute(
-        core_select(col(WorkerTrust.address), col(WorkerTrust.agreed_streak)).where(
-            col(WorkerTrust.address).in_(sorted(addresses))
-        )
-    ).all()
+    rows = session.execute(_STREAKS, {"addresses": sorted(addresses)}).all()
     return {str(address): int(streak) for address, streak in rows}
 
 

@@ -14,8 +14,8 @@ import logging
 import time
 from typing import Any, NamedTuple
 
+from sqlalchemy import bindparam, update
 from sqlalchemy import select as core_select
-from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
 from ledger import scheduler
@@ -53,37 +53,57 @@ class Delivery(NamedTuple):
     deadline: int
 
 
+# The statements of every delivery and submission, built once: building a statement and its
+# cache key cost about three times as much as running it (docs/performance.md)
+_OPEN_ASSIGNMENTS = (
+    core_select(
+        col(Assignment.id),
+        col(Assignment.delivered_at),
+        col(Job.id),
+        col(Job.model_hash),
+        col(Job.input_hash),
+        col(Job.inputs_json),
+        col(Assignment.deadline),
+    )
+    .join(Job, col(Job.id) == col(Assignment.job_id))
+    .where(
+        col(Assignment.worker) == bindparam("worker"),
+        col(Assignment.status) == AssignmentStatus.ASSIGNED,
+    )
+    .order_by(col(Assignment.id))
+    .limit(bindparam("limit"))
+)
+_DELIVERED = (
+    update(Assignment)
+    .where(col(Assignment.id).in_(bindparam("ids", expanding=True)))
+    .values(delivered_at=bindparam("at"))
+)
+_HELD = (
+    select(Assignment, Job)
+    .join(Job, col(Job.id) == col(Assignment.job_id))
+    .where(
+        col(Assignment.worker) == bindparam("worker"),
+        col(Assignment.job_id).in_(bindparam("job_ids", expanding=True)),
+    )
+)
+_STATUS_COUNTS = (
+    select(Assignment.job_id, Assignment.status, func.count())
+    .where(col(Assignment.job_id).in_(bindparam("job_ids", expanding=True)))
+    .group_by(col(Assignment.job_id), col(Assignment.status))
+)
+
+
 def deliver(session: Session, ctx: Context, worker: Worker, limit: int) -> list[Delivery]:
     """Up to ``limit`` open assignments of this worker, oldest first (re-delivered until
     answered); the first delivery of each is noted. Read as plain rows, noted by one UPDATE:
     an agent's every pull asks again for all it holds."""
     seen(worker)
     refresh_eligibility(session, ctx, worker)  # adds the worker to the session
-    rows = session.execute(
-        core_select(
-            col(Assignment.id),
-            col(Assignment.delivered_at),
-            col(Job.id),
-            col(Job.model_hash),
-            col(Job.input_hash),
-            col(Job.inputs_json),
-            col(Assignment.deadline),
-        )
-        .join(Job, col(Job.id) == col(Assignment.job_id))
-        .where(
-            col(Assignment.worker) == worker.address,
-            col(Assignment.status) == AssignmentStatus.ASSIGNED,
-        )
-        .order_by(col(Assignment.id))
-        .limit(limit)
-    ).all()
+    params = {"worker": worker.address, "limit": limit}
+    rows = session.execute(_OPEN_ASSIGNMENTS, params).all()
     first = [row[0] for row in rows if not row[1]]
     if first:
-        session.execute(
-            update(Assignment)
-            .where(col(Assignment.id).in_(first))
-            .values(delivered_at=int(time.time()))
-        )
+        session.execute(_DELIVERED, {"ids": first, "at": int(time.time())})
     return [Delivery(*row[2:]) for row in rows]
 
 
@@ -157,11 +177,7 @@ def _held(session: Session, worker: Worker, job_ids: set[str]) -> dict[str, tupl
     """This worker's assignment of each of ``job_ids`` and its job, in one query."""
     if not job_ids:
         return {}
-    rows = session.exec(
-        select(Assignment, Job)
-        .join(Job, col(Job.id) == col(Assignment.job_id))
-        .where(Assignment.worker == worker.address, col(Assignment.job_id).in_(job_ids))
-    ).all()
+    rows = session.execute(_HELD, {"worker": worker.address, "job_ids": sorted(job_ids)}).all()
     return {assignment.job_id: (assignment, job) for assignment, job in rows}
 
 
@@ -260,11 +276,7 @@ def _complete(session: Session, jobs: list[Job]) -> list[Job]:
     if not jobs:
         return []
     counts: dict[tuple[str, str], int] = {}
-    rows = session.exec(
-        select(Assignment.job_id, Assignment.status, func.count())
-        .where(col(Assignment.job_id).in_([job.id for job in jobs]))
-        .group_by(col(Assignment.job_id), col(Assignment.status))
-    ).all()
+    rows = session.execute(_STATUS_COUNTS, {"job_ids": [job.id for job in jobs]}).all()
     for jid, status, n in rows:
         counts[(jid, str(status))] = int(n)
     return [

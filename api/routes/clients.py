@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
@@ -77,15 +79,19 @@ def chain(ctx: ContextDep) -> ChainPublic:
     )
 
 
+_VOTES_SHOWN = (  # built once: every decided job a client waited for is shown with them
+    select(Assignment)
+    .where(col(Assignment.job_id) == bindparam("job_id"))
+    .where(col(Assignment.status) == AssignmentStatus.SUBMITTED)
+    .order_by(col(Assignment.worker))
+)
+
+
 def job_public(session: Session | None, job: Job | JobRow) -> JobPublic:
     """The job as the API shows it; ``session`` is read only for a decided job's votes."""
     decided = job.status in DECIDED
     votes = (
-        session.exec(
-            select(Assignment)
-            .where(Assignment.job_id == job.id, Assignment.status == AssignmentStatus.SUBMITTED)
-            .order_by(col(Assignment.worker))
-        ).all()
+        session.execute(_VOTES_SHOWN, {"job_id": job.id}).scalars().all()
         if decided and session is not None
         else []
     )
@@ -146,10 +152,15 @@ async def _submit(ctx: Context, body: JobCreate, wait_s: float = 0.0) -> tuple[J
     )
     prepared = prepare(ctx, req)  # CPU: the voucher's signature is checked here
     ctx.client_limits.take(prepared.req.client)  # a signed voucher's client: others cannot drain it
-    job, created = await ctx.ingest.submit_async(prepared)  # then no thread
     if wait_s > 0:
-        public = await run_in_threadpool(_when_decided, ctx, job.id, wait_s)
+        # watched before it is admitted: a decision committed at any time after is heard, so
+        # a job this request created is not read again until its decision wakes the wait
+        redis_url = ctx.settings.redis_url
+        with notify.watch(redis_url, notify.DECIDED, prepared.job_id, wait=True) as woken:
+            job, created = await ctx.ingest.submit_async(prepared)
+            public = await run_in_threadpool(_when_decided, ctx, job.id, wait_s, woken, created)
         return public, 200 if public.status in DECIDED or not created else 202
+    job, created = await ctx.ingest.submit_async(prepared)  # then no thread
     if created:
         return job_public(None, job), 202
     # a retry of a job already made
@@ -191,20 +202,39 @@ def get_job(job_id: str, ctx: ContextDep, wait_s: WaitS = 0.0) -> JobPublic:
     return _when_decided(ctx, job_id, wait_s)
 
 
-def _when_decided(ctx: Context, job_id: str, wait_s: float) -> JobPublic:
-    """The job once decided, or as it is when ``wait_s`` (at most ``wait_max_s``) runs out."""
+def _when_decided(
+    ctx: Context,
+    job_id: str,
+    wait_s: float,
+    woken: threading.Event | None = None,
+    pending: bool = False,
+) -> JobPublic:
+    """The job once decided, or as it is when ``wait_s`` (at most ``wait_max_s``) runs out.
+    ``woken``: a watch of the job's decision the caller holds; ``pending``: the caller knows
+    the job undecided as of a moment after that watch began (it admitted the job), so the
+    first read waits for the wake-up (or the fallback's period)."""
     deadline = time.monotonic() + min(wait_s, ctx.settings.wait_max_s)
     job_id = job_id.lower()
+    if woken is not None:
+        return _read_when_decided(ctx, job_id, deadline, woken, pending)
     with notify.watch(ctx.settings.redis_url, notify.DECIDED, job_id, wait=wait_s > 0) as woken:
-        while True:
+        return _read_when_decided(ctx, job_id, deadline, woken, False)
+
+
+def _read_when_decided(
+    ctx: Context, job_id: str, deadline: float, woken: threading.Event, pending: bool
+) -> JobPublic:
+    while True:
+        if pending:
+            pending = False
+        else:
             with session_scope(ctx.engine) as session:
                 job = session.get(Job, job_id)
                 if job is None:
                     raise NotFound(f"no job {job_id}")
-                decided = job.status in DECIDED
-                if decided or time.monotonic() >= deadline:
+                if job.status in DECIDED or time.monotonic() >= deadline:
                     return job_public(session, job)
-            notify.wait(woken, deadline)
+        notify.wait(woken, deadline)
 
 
 @router.get("/clients/{address}", response_model=ClientPublic)
