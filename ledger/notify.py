@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -40,6 +42,7 @@ FALLBACK_S = 0.25  # a waiter reads the database at least this often
 PUBLISH_PAUSE_S = 5.0  # after a failed publish, how long a publisher stays quiet
 _PENDING = "inferledger.notify"  # session.info key: {channel: keys}, published on commit
 _URL = "inferledger.notify.url"
+ORIGIN_END = "|"  # a message: the publishing process's name, this, then the keys by commas
 
 
 # --- publishing, after commit ---------------------------------------------------------------
@@ -61,6 +64,23 @@ def _mark(session: Session, redis_url: str, channel: str, keys: Iterable[str]) -
     session.info[_URL] = redis_url
 
 
+def _new_origin() -> str:
+    return secrets.token_hex(8)
+
+
+# This process's name on the channels: its own messages come back to its listener, which has
+# woken their waiters already. A forked child takes a name of its own.
+_origin = _new_origin()
+
+
+def _renamed_after_fork() -> None:
+    global _origin
+    _origin = _new_origin()
+
+
+os.register_at_fork(after_in_child=_renamed_after_fork)
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
@@ -68,8 +88,11 @@ def _after_commit(session: Session) -> None:
     if not pending or url is None:
         return
     publisher = _publisher(url)
+    local = _listeners.get(url)
     for channel, keys in pending.items():
         if keys:
+            if local is not None:  # this process's waiters at once, without the round trip
+                local.wake(channel, keys)
             publisher.publish(channel, keys)
 
 
@@ -89,7 +112,7 @@ class Publisher:
         if time.monotonic() < self._quiet_until:
             return
         try:
-            self._redis.publish(channel, ",".join(sorted(keys)))
+            self._redis.publish(channel, _origin + ORIGIN_END + ",".join(sorted(keys)))
         except redis.RedisError as exc:
             self._quiet_until = time.monotonic() + PUBLISH_PAUSE_S
             logger.warning("wake-ups not published for %.0f s: %s", PUBLISH_PAUSE_S, exc)
@@ -170,18 +193,32 @@ class Listener:
         channel = message["channel"]
         channel = channel.decode() if isinstance(channel, bytes) else str(channel)
         data = message["data"]
-        keys = (data.decode() if isinstance(data, bytes) else str(data)).split(",")
+        origin, _, keys = (data.decode() if isinstance(data, bytes) else str(data)).rpartition(
+            ORIGIN_END
+        )
         self.heard += 1
+        if origin != _origin:  # this process's own commits woke their waiters already
+            self.wake(channel, keys.split(","))
+
+    def wake(self, channel: str, keys: Iterable[str]) -> None:
+        """Set the events of the requests waiting on ``keys`` of ``channel``."""
         with self._lock:
             events = [e for k in keys for e in self._waiters.get((channel, k), ())]
         for woken in events:
             woken.set()
 
 
-@lru_cache(maxsize=8)
+_listeners: dict[str, Listener] = {}
+_listeners_lock = threading.Lock()
+
+
 def listener(url: str) -> Listener:
     """The process's listener for this Redis (started at the first ``watch``)."""
-    return Listener(url)
+    found = _listeners.get(url)
+    if found is None:
+        with _listeners_lock:
+            found = _listeners.setdefault(url, Listener(url))
+    return found
 
 
 @contextlib.contextmanager

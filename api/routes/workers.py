@@ -134,8 +134,9 @@ def post_results(
     """Take a batch of signed results (each refused or taken on its own). A submission that
     makes jobs ready decides them (``ledger.reconcile.decide_now``), or queues them for the
     Celery reconciler. With ``max`` the answer also carries the worker's next assignments,
-    as ``GET /v1/work?max=&wait_s=`` would, once the results are committed: an agent that
-    has answered everything it held submits and waits for work in one exchange."""
+    as ``GET /v1/work?max=&wait_s=`` would: an agent that has answered everything it held
+    submits and waits for work in one exchange. The first look for work is in the results'
+    unit of work, which commits before any wait."""
     answer = _submitted(session, ctx, worker, body.results, max, wait_s)
     return Response(answer, media_type="application/json")
 
@@ -163,8 +164,7 @@ def _submitted(
         except Exception:  # the beat sweep reconciles them anyway
             logger.warning("could not enqueue reconcile; the periodic sweep will pick the jobs up")
     answer = json.dumps({"results": results})
-    if max > 0:
-        session.commit()  # the results count (and wake their clients) before any wait
+    if max > 0:  # the results commit (and wake their clients) with this first look for work
         answer = answer[:-1] + ',"assignments":' + _pulled(session, ctx, worker, max, wait_s) + "}"
     return answer
 

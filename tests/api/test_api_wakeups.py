@@ -108,7 +108,7 @@ def test_a_clients_long_poll_answers_when_the_decision_commits(env: ApiEnv, url:
     )
     time.sleep(0.5)
     assert thread.is_alive()  # submitted, not decided: it waits
-    assert env.reconcile().accepted == 1  # commits in this process, heard through Redis
+    assert env.reconcile().accepted == 1  # commits in this process: woken without Redis
     thread.join(30)
     assert out["response"].json()["status"] == "accepted"
     assert out["took"] < 0.5 + PROMPT_S, out["took"]
@@ -146,3 +146,55 @@ def test_a_publish_that_fails_leaves_the_commit_standing(
     with Session(engine) as session:
         assert session.execute(text("SELECT x FROM t")).scalar_one() == 1
     assert "wake-ups not published" in caplog.text
+
+
+def test_a_commit_wakes_this_processs_waiters_without_redis(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process's own waiters are woken by its commit at once, Redis or not: here nothing
+    listens at the address (and no subscription is started), so the publish fails and only
+    the local wake-up can answer."""
+    nowhere = "redis://127.0.0.1:1/1"  # its own: the failed publish quiets only this one
+    monkeypatch.setattr(notify.Listener, "_start", lambda self: None)
+    engine = engine_for(sqlite_url)
+    with (
+        notify.listener(nowhere).watch(notify.WORK, "0xlocal") as woken,
+        notify.listener(nowhere).watch(notify.WORK, "0xother") as other,
+        caplog.at_level(logging.WARNING, logger="ledger.notify"),
+    ):
+        with Session(engine) as session:
+            session.execute(text("SELECT 1"))
+            notify.work_for(session, nowhere, ["0xLOCAL"])
+            assert not woken.is_set()  # not before the commit
+            session.commit()
+        assert woken.is_set()  # set by the commit itself: no wait at all
+        assert not other.is_set()
+    assert "wake-ups not published" in caplog.text  # Redis had no part in it
+
+
+def test_the_listener_skips_its_own_processs_messages(redis_url: str) -> None:
+    """Messages carry their process's name: one from another process wakes its waiters (the
+    old form without a name too); this process's own, come back through Redis, do not wake
+    them a second time (their commit woke them already)."""
+    import redis as redis_lib
+
+    listener = notify.listener(redis_url)
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+        with listener.watch(notify.DECIDED, "0xjob") as woken:
+            assert listener.connected.wait(10)
+            heard = listener.heard
+            client.publish(notify.DECIDED, notify._origin + notify.ORIGIN_END + "0xjob")
+            client.publish(notify.DECIDED, "another-process" + notify.ORIGIN_END + "0xnone")
+            deadline = time.monotonic() + PROMPT_S
+            while listener.heard < heard + 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert listener.heard == heard + 2  # both heard, in order
+            assert not woken.is_set()  # its own message: skipped
+            client.publish(notify.DECIDED, "another-process" + notify.ORIGIN_END + "0xjob")
+            assert woken.wait(PROMPT_S)
+            woken.clear()
+            client.publish(notify.DECIDED, "0xjob")  # no name: from before names
+            assert woken.wait(PROMPT_S)
+    finally:
+        client.close()
