@@ -148,7 +148,7 @@ _JOBS_KNOWN = select(Job.id).where(col(Job.id).in_(bindparam("ids", expanding=Tr
 
 
 def load_clients(session: Session, addresses: list[str]) -> dict[str, ClientState]:
-    rows = session.execute(_CLIENTS, {"addresses": addresses}).all()
+    rows = session.connection().execute(_CLIENTS, {"addresses": addresses}).all()
     found = {a: ClientState(a, d, m, (d, m)) for a, d, m in rows}
     return {a: found.get(a) or ClientState(a) for a in addresses}
 
@@ -390,7 +390,7 @@ class _Admission:
 def _known_jobs(session: Session, ids: set[str]) -> dict[str, Job | JobRow]:
     """The jobs of ``ids`` that exist already (retries), looked up by their ids alone: only
     the few found are loaded whole."""
-    found = session.execute(_JOBS_KNOWN, {"ids": sorted(ids)}).scalars().all()
+    found = session.connection().execute(_JOBS_KNOWN, {"ids": sorted(ids)}).scalars().all()
     if not found:
         return {}
     return {j.id: j for j in session.exec(select(Job).where(col(Job.id).in_(found))).all()}

@@ -27,7 +27,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session, col
@@ -152,10 +152,11 @@ _SUBMITTED_OF = _SUBMITTED.where(col(Job.id).in_(bindparam("job_ids", expanding=
 
 
 def _votes(session: Session, job_ids: list[str]) -> dict[str, list[Vote]]:
-    rows = session.execute(_VOTES, {"job_ids": job_ids}).all()
+    rows = session.connection().execute(_VOTES, {"job_ids": job_ids}).all()
     votes: dict[str, list[Vote]] = defaultdict(list)
     for aid, jid, worker, contributor, fingerprint, result_hash in rows:
-        votes[jid].append(Vote(aid, worker, contributor, (fingerprint or "", result_hash or "")))
+        answer = (fingerprint or "", result_hash or "")
+        votes[jid].append(Vote(cast(int, aid), worker, contributor, answer))  # stored: an id
     return votes
 
 
@@ -238,11 +239,14 @@ def reconcile_batch(
 ) -> ReconcileReport:
     """Decide up to ``limit`` submitted jobs, oldest first, as one unit of work; only those
     of ``job_ids`` where given (``decide_now``)."""
+    session.flush()  # what is read next is read past the ORM, on the connection
+    connection = session.connection()
     if job_ids is None:
         _larger_page_cache(session)
-        jobs = session.execute(_SUBMITTED, {"limit": limit}).all()
+        jobs = connection.execute(_SUBMITTED, {"limit": limit}).all()
     else:
-        jobs = session.execute(_SUBMITTED_OF, {"limit": limit, "job_ids": sorted(job_ids)}).all()
+        params = {"limit": limit, "job_ids": sorted(job_ids)}
+        jobs = connection.execute(_SUBMITTED_OF, params).all()
     report = ReconcileReport()
     if not jobs:
         return report

@@ -99,11 +99,14 @@ def deliver(session: Session, ctx: Context, worker: Worker, limit: int) -> list[
     an agent's every pull asks again for all it holds."""
     seen(worker)
     refresh_eligibility(session, ctx, worker)  # adds the worker to the session
+    # on the connection, past the ORM: nothing of these rows is pending in the session
+    # (a submission in the same unit of work flushed its own)
+    connection = session.connection()
     params = {"worker": worker.address, "limit": limit}
-    rows = session.execute(_OPEN_ASSIGNMENTS, params).all()
+    rows = connection.execute(_OPEN_ASSIGNMENTS, params).all()
     first = [row[0] for row in rows if not row[1]]
     if first:
-        session.execute(_DELIVERED, {"ids": first, "at": int(time.time())})
+        connection.execute(_DELIVERED, {"ids": first, "at": int(time.time())})
     return [Delivery(*row[2:]) for row in rows]
 
 
@@ -276,7 +279,8 @@ def _complete(session: Session, jobs: list[Job]) -> list[Job]:
     if not jobs:
         return []
     counts: dict[tuple[str, str], int] = {}
-    rows = session.execute(_STATUS_COUNTS, {"job_ids": [job.id for job in jobs]}).all()
+    params = {"job_ids": [job.id for job in jobs]}
+    rows = session.connection().execute(_STATUS_COUNTS, params).all()  # the caller flushed
     for jid, status, n in rows:
         counts[(jid, str(status))] = int(n)
     return [

@@ -238,7 +238,9 @@ class ChainIndex:
         """(last block scanned, its hash); before the first sync, the block before the
         deployment's and no hash. Read in ``session`` if given (what it can see)."""
         with self._reading(session) as s:
-            row = s.execute(_CURSOR_READ).first()  # two columns: read at every delivery
+            # two columns, past the ORM (the cursor's row is written by statements and
+            # flushed savepoints only): read at every delivery
+            row = s.connection().execute(_CURSOR_READ).first()
             if row is None:
                 return self.deployment.block - 1, None
             return int(row[0]), str(row[1])
