@@ -36,7 +36,7 @@ from ledger import invariants, journal, notify, scheduler
 from ledger.context import Context
 from ledger.db import ROWS_PER_STATEMENT, mark, values_list
 from ledger.journal import TransferKind, TransferSpec
-from ledger.models import Assignment, AssignmentStatus, Job, JobStatus, Worker
+from ledger.models import Assignment, AssignmentStatus, Job, JobStatus, Worker, WorkerTrust
 from protocol.consensus import Tally, Vote, tally, within_tolerance
 from protocol.pricing import split
 
@@ -234,6 +234,18 @@ def _larger_page_cache(session: Session) -> None:
         session.connection().exec_driver_sql(f"PRAGMA cache_size = -{RECONCILE_CACHE_KIB}")
 
 
+def _expire_changed(session: Session) -> None:
+    """Expire what the batch's statements changed under the session's loaded objects: jobs
+    (decided) and track records, whole; workers, their safety faults only (the submitting
+    worker of a decision in the request stays loaded: a reload of its row was a statement
+    of every such request). Accounts' balances were set on loaded copies as written."""
+    for loaded in list(session.identity_map.values()):
+        if isinstance(loaded, Worker):
+            session.expire(loaded, ["safety_faults"])
+        elif isinstance(loaded, (Job, WorkerTrust)):
+            session.expire(loaded)
+
+
 def reconcile_batch(
     session: Session, ctx: Context, limit: int, job_ids: Collection[str] | None = None
 ) -> ReconcileReport:
@@ -288,7 +300,7 @@ def reconcile_batch(
     released = sum(prices[d[0]] for d in batch.decided)
     _apply(session, batch, ctx.settings.redis_url, touched)
     session.flush()
-    session.expire_all()  # rows changed by statements, not through loaded objects
+    _expire_changed(session)
     # the checks on what this unit changed: check_money reads every open job, which made
     # each batch cost more the more jobs wait (the sweep still runs it in full)
     invariants.unit_conserves(session, before, escrow_change_wei=-released)

@@ -15,7 +15,7 @@ import pytest
 from api_harness import ApiEnv, samples
 from sqlmodel import select
 
-from ledger import invariants, reconcile
+from ledger import invariants, journal, reconcile
 from ledger.db import session_scope
 from ledger.invariants import InvariantViolation
 from ledger.models import Assignment, AssignmentStatus, Job, JobStatus
@@ -160,3 +160,81 @@ def test_a_bad_wait_is_refused_and_admits_nothing(ready: ApiEnv, wait_s: str) ->
     )  # fmt: skip
     assert r.status_code == 422 and r.json()["error"] == "invalid_body", r.text
     assert env.balance() == before  # nothing charged, no voucher taken
+
+
+# The statements one paid CNN request runs in the API, step by step, with the chain index's
+# catch-up and the once-a-second rewrites of a worker's row held off (they come at most once
+# a second, not per request). Counted, not timed: a statement added to the path, or one
+# that comes back (a second lock of the same accounts, a re-read of the same rows), fails
+# here on any machine. docs/performance.md, *Latency added*, says what each step runs.
+STATEMENT_BUDGET = {
+    "admission": 13,  # BEGIN, 6 reads (accounts, client, retries, workers, their load,
+    # known transfers), 5 writes (hold, its balance, job, assignments, client), the check
+    "delivery": 5,  # BEGIN, sign-in check, chain cursor, assignments, delivered
+    "first vote, then a look for work": 7,  # BEGIN, sign-in, held, vote, counts; cursor, work
+    "last vote, its decision, then a look for work": 19,
+    "the client's read of the decided job": 3,  # BEGIN, job, votes
+}
+
+
+def test_a_paid_requests_path_runs_a_fixed_number_of_statements(
+    ready: ApiEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import event
+
+    from ledger import scheduler, work
+
+    env = ready
+    env.answer_all()
+    _answer_all(env, env.submit_job(samples(1, start=10))["job_id"])  # the client is known
+    with session_scope(env.ctx.engine) as session:  # every account a payment may credit
+        payees = [journal.contributor_account(c.address) for c in env.contributors]
+        journal.lock_accounts(session, [*payees, journal.TREASURY])
+    for c in env.contributors:
+        env.pull(c)  # each worker's eligibility read: within the catch-up's interval from here
+    monkeypatch.setattr(env.ctx.catch_up, "min_interval_s", 3600.0)
+    monkeypatch.setattr(scheduler, "CHECKED_RESOLUTION_S", 3600.0)
+    monkeypatch.setattr(work, "SEEN_RESOLUTION_S", 3600.0)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    body = env.next_body(samples(1, start=11))
+    counts: dict[str, int] = {}
+    event.listen(env.ctx.engine, "before_cursor_execute", count)
+    try:
+
+        def step(name: str, call: Any) -> Any:
+            statements.clear()
+            out = call()
+            counts[name] = len(statements)
+            return out
+
+        r = step("admission", lambda: env.http.post("/v1/jobs", json=body))
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        first, last = env.assigned(job_id)
+        pulled = {}
+        for c in (first, last):
+            r = step("delivery", lambda c=c: env.http.get("/v1/work", headers=c.headers))
+            (pulled[c.worker],) = r.json()["assignments"]
+        for c, name in (
+            (first, "first vote, then a look for work"),
+            (last, "last vote, its decision, then a look for work"),
+        ):
+            item = env.result_item(pulled[c.worker], c.device)
+            r = step(
+                name,
+                lambda c=c, item=item: env.http.post(
+                    "/v1/work/results?max=8&wait_s=0", json={"results": [item]}, headers=c.headers
+                ),
+            )
+            assert r.json()["results"][0]["status"] == "accepted", r.text
+        r = step("the client's read of the decided job", lambda: env.http.get(f"/v1/jobs/{job_id}"))
+        assert r.json()["status"] == "accepted"
+    finally:
+        event.remove(env.ctx.engine, "before_cursor_execute", count)
+    assert counts.keys() == STATEMENT_BUDGET.keys()
+    over = {k: (n, STATEMENT_BUDGET[k]) for k, n in counts.items() if n > STATEMENT_BUDGET[k]}
+    assert not over, f"statements over budget (ran, budget): {over}; all: {counts}"
