@@ -7,7 +7,10 @@ the reconciler adding a replica, the sweeper reassigning one); a decision by the
 reconciler or the sweeper. Each of those units of work marks what it did on its session
 (``work_for``, ``decided``); once the transaction commits, one Redis ``PUBLISH`` a channel
 carries the keys (worker addresses, job ids). Every API process keeps one subscriber thread
-(``Listener``) that wakes the requests waiting on those keys.
+(``Listener``) that wakes the requests waiting on those keys. A commit wakes the waiters of
+its own process itself, at once (a paid request's admission, its last vote's decision: the
+agents' and the client's waits are mostly in the same process); each message names the
+process that published it, and a listener skips its own process's messages.
 
 A wake-up is a hint, never the truth: the woken request reads the database again, and a
 waiter also reads it every ``FALLBACK_S`` whatever it hears, so a message lost (Redis
